@@ -1,0 +1,75 @@
+"""Bearer-token roles: ``admin`` for the policy API, ``serve`` for predict and feedback."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from typing import Literal
+
+from fastapi import Request
+
+from api.errors import ForbiddenError, UnauthorizedError
+from api.settings import Settings
+
+__all__ = ["Role", "authorize", "is_loopback"]
+
+Role = Literal["admin", "serve"]
+
+
+def is_loopback(host: str | None) -> bool:
+    if host is None:
+        return False
+    if host in ("localhost", "testclient"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        msg = 'The Authorization header must be "Bearer <token>".'
+        raise UnauthorizedError(msg, code="invalid_token")
+    return token.strip()
+
+
+def _matches(token: str, secret: object) -> bool:
+    value = getattr(secret, "get_secret_value", None)
+    return value is not None and hmac.compare_digest(token.encode(), value().encode())
+
+
+def authorize(request: Request, settings: Settings, role: Role) -> str:
+    """Return the caller's role name, or raise 401/403.
+
+    The admin token also opens the serving endpoints. With no token configured for a
+    role, only loopback callers are let in (the CLI refuses other bind addresses then).
+    """
+    wanted = (
+        settings.admin_token if role == "admin" else (settings.serve_token or settings.admin_token)
+    )
+    if wanted is None:
+        client = request.client.host if request.client else None
+        if not is_loopback(client):
+            msg = (
+                f"No {role} token is configured, so only loopback callers are served; set "
+                f"BANDITLAKE_{role.upper()}_TOKEN to open this endpoint to {client}."
+            )
+            raise ForbiddenError(msg, code="loopback_only")
+        return "loopback"
+    token = _bearer(request)
+    if token is None:
+        msg = f"This endpoint needs an {role} bearer token in the Authorization header."
+        raise UnauthorizedError(msg, code="missing_token")
+    if _matches(token, settings.admin_token):
+        return "admin"
+    if _matches(token, settings.serve_token):
+        if role == "serve":
+            return "serve"
+        msg = "The serve token cannot call the policy API; use the admin token."
+        raise ForbiddenError(msg, code="wrong_role")
+    raise UnauthorizedError("The bearer token is not valid.", code="invalid_token")

@@ -1,0 +1,102 @@
+"""The ``banditlake`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic import ValidationError
+
+from api.auth import is_loopback
+from api.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("banditlake")
+
+
+class CliError(Exception):
+    """A one-sentence error for the user; printed without a traceback."""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "settings"
+        msg = f"Invalid configuration: BANDITLAKE_{field.upper()}: {first['msg']}."
+        raise CliError(msg) from exc
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from api.store.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    log.info("migrations applied to %s", settings.database_url.split("@")[-1])
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = _settings()
+    if not is_loopback(args.host):
+        if not settings.has_tokens:
+            msg = (
+                f"Refusing to listen on {args.host} without BANDITLAKE_ADMIN_TOKEN and "
+                "BANDITLAKE_SERVE_TOKEN; set both or use --host 127.0.0.1."
+            )
+            raise CliError(msg)
+    elif not settings.has_tokens:
+        log.warning("no tokens set: serving loopback callers only on %s", args.host)
+    if settings.is_sqlite:
+        from api.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    uvicorn.run(
+        "api.app:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="banditlake",
+        description="Multi-armed-bandit experiments over ONNX model variants.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="start the service (applies migrations on SQLite)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=cmd_serve)
+    migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
+    migrate.set_defaults(func=cmd_migrate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    try:
+        func(args)
+    except CliError as exc:
+        print(f"banditlake: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Typed dependencies: routes declare what they need as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from api.auth import authorize
+from api.serving.pool import ModelPool
+from api.settings import Settings
+
+__all__ = ["AdminDep", "PoolDep", "ServeDep", "SessionDep", "SettingsDep"]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    # Routes commit explicitly; whatever they leave uncommitted is rolled back on close.
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_pool(request: Request) -> ModelPool:
+    pool: ModelPool = request.app.state.pool
+    return pool
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+PoolDep = Annotated[ModelPool, Depends(get_pool)]
+
+
+def require_admin(request: Request, settings: SettingsDep) -> str:
+    return authorize(request, settings, "admin")
+
+
+def require_serve(request: Request, settings: SettingsDep) -> str:
+    return authorize(request, settings, "serve")
+
+
+AdminDep = Annotated[str, Depends(require_admin)]
+ServeDep = Annotated[str, Depends(require_serve)]

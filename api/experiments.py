@@ -1,0 +1,161 @@
+"""Experiments: creation, the status machine, and changes that touch the allocation."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from api import allocations
+from api.errors import ConflictError, NotFoundError
+from api.policy_config import check_policy
+from api.schemas import ExperimentCreate, ExperimentOut, ExperimentPatch, Guardrails, RewardSpec
+from api.store.models import AuditEvent, Experiment
+
+__all__ = [
+    "TRANSITIONS",
+    "create_experiment",
+    "get_experiment",
+    "list_experiments",
+    "patch_experiment",
+    "to_out",
+]
+
+# draft → running ⇄ paused → stopped; a running experiment may also stop directly.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "draft": frozenset({"running"}),
+    "running": frozenset({"paused", "stopped"}),
+    "paused": frozenset({"running", "stopped"}),
+    "stopped": frozenset(),
+}
+
+
+def get_experiment(session: Session, name: str) -> Experiment:
+    stmt = (
+        select(Experiment).where(Experiment.name == name).options(selectinload(Experiment.variants))
+    )
+    experiment = session.scalars(stmt).first()
+    if experiment is None:
+        msg = f"No experiment named {name!r}."
+        raise NotFoundError(msg, code="experiment_not_found")
+    return experiment
+
+
+def list_experiments(session: Session) -> list[Experiment]:
+    stmt = select(Experiment).options(selectinload(Experiment.variants)).order_by(Experiment.id)
+    return list(session.scalars(stmt))
+
+
+def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -> Experiment:
+    policy = {"kind": body.policy.kind, **check_policy(body.policy.kind, body.policy.params())}
+    experiment = Experiment(
+        name=body.name,
+        description=body.description,
+        reward_kind=body.reward.kind,
+        reward_metric=body.reward.metric,
+        policy=policy,
+        sticky=body.sticky,
+        min_weight=body.min_weight,
+        reallocate_every_s=body.reallocate_every_s,
+        guardrails=body.guardrails.model_dump(),
+        status="draft",
+    )
+    session.add(experiment)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        msg = f"An experiment named {body.name!r} already exists."
+        raise ConflictError(msg, code="duplicate_name") from exc
+    session.add(
+        AuditEvent(
+            experiment_id=experiment.id,
+            actor=actor,
+            action="create",
+            details=body.model_dump(mode="json"),
+        )
+    )
+    return experiment
+
+
+def _transition(session: Session, experiment: Experiment, target: str, *, actor: str) -> None:
+    if target == experiment.status:
+        return
+    if target not in TRANSITIONS[experiment.status]:
+        allowed = sorted(TRANSITIONS[experiment.status]) or ["none: it is final"]
+        msg = (
+            f"Experiment {experiment.name!r} cannot go from {experiment.status!r} to "
+            f"{target!r}; allowed: {', '.join(allowed)}."
+        )
+        raise ConflictError(msg, code="invalid_transition")
+    if target == "running" and allocations.current_allocation(session, experiment) is None:
+        arms = allocations.active_arms(experiment)
+        if not arms:
+            msg = f"Experiment {experiment.name!r} has no active arm; upload a variant first."
+            raise ConflictError(msg, code="no_active_arm")
+        allocations.record_allocation(
+            session,
+            experiment,
+            allocations.equal_weights(arms),
+            reason="start: equal weights over the active arms",
+            author=actor,
+        )
+    session.add(
+        AuditEvent(
+            experiment_id=experiment.id,
+            actor=actor,
+            action="status",
+            details={"from": experiment.status, "to": target},
+        )
+    )
+    experiment.status = target
+
+
+def patch_experiment(
+    session: Session, experiment: Experiment, body: ExperimentPatch, *, actor: str
+) -> Experiment:
+    changes = body.model_dump(exclude_unset=True, exclude={"status"}, mode="json")
+    if experiment.status == "stopped" and changes:
+        msg = f"Experiment {experiment.name!r} is stopped; it can no longer be changed."
+        raise ConflictError(msg, code="experiment_stopped")
+    if body.description is not None:
+        experiment.description = body.description
+    if body.policy is not None:
+        params = check_policy(body.policy.kind, body.policy.params())
+        experiment.policy = {"kind": body.policy.kind, **params}
+    if body.guardrails is not None:
+        experiment.guardrails = body.guardrails.model_dump()
+    if body.min_weight is not None:
+        experiment.min_weight = body.min_weight
+    if body.reallocate_every_s is not None:
+        experiment.reallocate_every_s = body.reallocate_every_s
+    if changes:
+        session.add(
+            AuditEvent(experiment_id=experiment.id, actor=actor, action="update", details=changes)
+        )
+    if body.status is not None:
+        _transition(session, experiment, body.status, actor=actor)
+    session.flush()
+    return experiment
+
+
+def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
+    current = allocations.current_allocation(session, experiment)
+    return ExperimentOut(
+        name=experiment.name,
+        description=experiment.description,
+        status=experiment.status,
+        reward=RewardSpec(
+            kind=experiment.reward_kind,
+            metric=experiment.reward_metric,
+        ),
+        policy=experiment.policy,
+        sticky=experiment.sticky,
+        min_weight=experiment.min_weight,
+        reallocate_every_s=experiment.reallocate_every_s,
+        guardrails=Guardrails(**experiment.guardrails),
+        variants=[v.name for v in experiment.variants],
+        allocation_version=current.version if current else None,
+        created_at=experiment.created_at,
+        updated_at=experiment.updated_at,
+    )

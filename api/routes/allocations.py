@@ -1,0 +1,110 @@
+"""``/v1/experiments/{name}/allocation(s)``: current weights, manual changes, history."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from api import allocations, experiments
+from api.deps import AdminDep, SessionDep
+from api.errors import ConflictError, NotFoundError
+from api.schemas import AllocationOut, AllocationPut, PromoteBody
+from api.store.models import AllocationRow
+
+router = APIRouter(prefix="/v1/experiments/{name}", tags=["allocation"])
+
+
+def _out(row: AllocationRow) -> AllocationOut:
+    return AllocationOut(
+        version=row.version,
+        weights=row.weights,
+        created_at=row.created_at,
+        reason=row.reason,
+        author=row.author,
+        stats=row.stats,
+    )
+
+
+@router.get("/allocation")
+def get_allocation(name: str, session: SessionDep, _: AdminDep) -> AllocationOut:
+    experiment = experiments.get_experiment(session, name)
+    row = allocations.current_allocation(session, experiment)
+    if row is None:
+        msg = f"Experiment {name!r} has no allocation yet; it gets one when it starts running."
+        raise NotFoundError(msg, code="no_allocation")
+    return _out(row)
+
+
+@router.put("/allocation")
+def put_allocation(
+    name: str, body: AllocationPut, session: SessionDep, actor: AdminDep
+) -> AllocationOut:
+    experiment = experiments.get_experiment(session, name)
+    if experiment.status == "stopped":
+        msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
+        raise ConflictError(msg, code="experiment_stopped")
+    weights = allocations.validate_weights(body.weights, allocations.active_arms(experiment))
+    row = allocations.record_allocation(
+        session, experiment, weights, reason=body.reason or "manual allocation", author=actor
+    )
+    session.commit()
+    return _out(row)
+
+
+@router.get("/allocations")
+def allocation_history(
+    name: str,
+    session: SessionDep,
+    _: AdminDep,
+    limit: int = Query(default=1000, ge=1, le=10_000),
+) -> list[AllocationOut]:
+    experiment = experiments.get_experiment(session, name)
+    return [_out(row) for row in allocations.history(session, experiment, limit=limit)]
+
+
+@router.post("/promote")
+def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    experiment = experiments.get_experiment(session, name)
+    arms = allocations.active_arms(experiment)
+    if body.variant not in arms:
+        msg = f"Variant {body.variant!r} is not an active arm of {name!r} (active arms: {arms})."
+        raise ConflictError(msg, code="not_an_active_arm")
+    if experiment.status == "stopped":
+        msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
+        raise ConflictError(msg, code="experiment_stopped")
+    weights = {arm: 1.0 if arm == body.variant else 0.0 for arm in arms}
+    row = allocations.record_allocation(
+        session, experiment, weights, reason=f"promote {body.variant!r}", author=actor
+    )
+    session.commit()
+    return _out(row)
+
+
+@router.post("/rollback")
+def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    experiment = experiments.get_experiment(session, name)
+    if experiment.status == "stopped":
+        msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
+        raise ConflictError(msg, code="experiment_stopped")
+    current = allocations.current_allocation(session, experiment)
+    if current is None or current.version == 1:
+        msg = f"Experiment {name!r} has no earlier allocation version to roll back to."
+        raise ConflictError(msg, code="nothing_to_roll_back")
+    previous = allocations.get_version(session, experiment, current.version - 1)
+    arms = allocations.active_arms(experiment)
+    gone = sorted(k for k, w in previous.weights.items() if w > 0 and k not in arms)
+    if gone:
+        msg = (
+            f"Version {previous.version} gives traffic to {gone}, which "
+            f"{'is' if len(gone) == 1 else 'are'} no longer active; set the allocation by hand."
+        )
+        raise ConflictError(msg, code="rollback_inactive_arm")
+    weights = allocations.rebalance(previous.weights, arms)
+    row = allocations.record_allocation(
+        session,
+        experiment,
+        weights,
+        reason=f"rollback to version {previous.version}",
+        author=actor,
+    )
+    session.commit()
+    return _out(row)

@@ -1,0 +1,102 @@
+"""``/v1/experiments/{name}/variants``: ONNX uploads, listing, enable and disable."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile, status
+
+from api import experiments, variants
+from api.deps import AdminDep, PoolDep, SessionDep, SettingsDep
+from api.errors import InvalidRequestError, PayloadTooLargeError
+from api.onnx_spec import inspect_model
+from api.schemas import VariantOut, VariantPatch
+
+router = APIRouter(prefix="/v1/experiments/{name}/variants", tags=["variants"])
+
+_CHUNK = 1 << 20
+
+
+def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := upload.file.read(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            msg = f"The model file is larger than the {limit}-byte upload limit."
+            raise PayloadTooLargeError(msg, details={"limit_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_features(raw: str | None) -> list[str] | None:
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        msg = f"features must be a JSON list of names; {raw[:80]!r} is not valid JSON."
+        raise InvalidRequestError(msg, code="invalid_features") from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        msg = f"features must be a JSON list of strings; got {raw[:80]!r}."
+        raise InvalidRequestError(msg, code="invalid_features")
+    return value
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def upload_variant(
+    name: str,
+    session: SessionDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    actor: AdminDep,
+    variant_name: Annotated[str, Form(alias="name")],
+    model: Annotated[UploadFile, File()],
+    role: Annotated[str, Form()] = "arm",
+    features: Annotated[str | None, Form()] = None,
+    output: Annotated[str | None, Form()] = None,
+) -> VariantOut:
+    experiment = experiments.get_experiment(session, name)
+    variants.check_name(variant_name)
+    if role not in ("arm", "shadow"):
+        msg = f"role must be 'arm' or 'shadow'; got {role!r}."
+        raise InvalidRequestError(msg, code="invalid_role")
+    data = _read_limited(model, settings.max_upload_bytes)
+    spec = inspect_model(data, features=_parse_features(features), output=output or None)
+    path = variants.store_model(settings.models_dir, data, spec.sha256)
+    variant = variants.add_variant(
+        session, pool, experiment, name=variant_name, role=role, spec=spec, path=path, actor=actor
+    )
+    session.commit()
+    return variants.to_out(pool, experiment, variant)
+
+
+@router.get("")
+def list_variants(name: str, session: SessionDep, pool: PoolDep, _: AdminDep) -> list[VariantOut]:
+    experiment = experiments.get_experiment(session, name)
+    return [variants.to_out(pool, experiment, v) for v in experiment.variants]
+
+
+@router.get("/{variant}")
+def get_variant(
+    name: str, variant: str, session: SessionDep, pool: PoolDep, _: AdminDep
+) -> VariantOut:
+    experiment = experiments.get_experiment(session, name)
+    return variants.to_out(pool, experiment, variants.get_variant(experiment, variant))
+
+
+@router.patch("/{variant}")
+def patch_variant(
+    name: str,
+    variant: str,
+    body: VariantPatch,
+    session: SessionDep,
+    pool: PoolDep,
+    actor: AdminDep,
+) -> VariantOut:
+    experiment = experiments.get_experiment(session, name)
+    row = variants.get_variant(experiment, variant)
+    variants.set_active(session, pool, experiment, row, active=body.active, actor=actor)
+    session.commit()
+    return variants.to_out(pool, experiment, row)

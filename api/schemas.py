@@ -1,0 +1,160 @@
+"""Pydantic models of the REST API's bodies."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AllocationOut",
+    "AllocationPut",
+    "ExperimentCreate",
+    "ExperimentOut",
+    "ExperimentPatch",
+    "Guardrails",
+    "PolicySpec",
+    "PromoteBody",
+    "RewardSpec",
+    "VariantOut",
+    "VariantPatch",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+ExperimentStatus = Literal["draft", "running", "paused", "stopped"]
+RewardKind = Literal["binary", "continuous", "label"]
+RewardMetric = Literal["accuracy", "neg_abs_error", "neg_squared_error"]
+PolicyKind = Literal["thompson", "epsilon_greedy", "ucb1", "fixed", "canary"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RewardSpec(_Strict):
+    kind: RewardKind
+    metric: RewardMetric | None = None
+
+    @model_validator(mode="after")
+    def _metric_fits_kind(self) -> RewardSpec:
+        if self.kind == "label" and self.metric is None:
+            self.metric = "accuracy"
+        if self.kind != "label" and self.metric is not None:
+            msg = (
+                f"reward.metric {self.metric!r} applies only to label feedback; "
+                f"a {self.kind} reward is sent as a number."
+            )
+            raise ValueError(msg)
+        return self
+
+
+class PolicySpec(BaseModel):
+    """``{"kind": ..., **params}``; the params are checked by the ``bandit`` package."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: PolicyKind
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Guardrails(_Strict):
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    max_p99_latency_ms: float | None = Field(default=None, gt=0)
+
+
+class ExperimentCreate(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = Field(default="", max_length=4000)
+    reward: RewardSpec
+    policy: PolicySpec = Field(default_factory=lambda: PolicySpec(kind="thompson"))
+    sticky: bool = False
+    min_weight: float = Field(default=0.0, ge=0, lt=1)
+    reallocate_every_s: int = Field(default=60, ge=1, le=86_400)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+
+class ExperimentPatch(_Strict):
+    description: str | None = Field(default=None, max_length=4000)
+    policy: PolicySpec | None = None
+    guardrails: Guardrails | None = None
+    min_weight: float | None = Field(default=None, ge=0, lt=1)
+    reallocate_every_s: int | None = Field(default=None, ge=1, le=86_400)
+    status: ExperimentStatus | None = None
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    description: str
+    status: ExperimentStatus
+    reward: RewardSpec
+    policy: dict[str, Any]
+    sticky: bool
+    min_weight: float
+    reallocate_every_s: int
+    guardrails: Guardrails
+    variants: list[str]
+    allocation_version: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class VariantOut(BaseModel):
+    name: str
+    role: Literal["arm", "shadow"]
+    status: Literal["active", "disabled", "failed"]
+    status_reason: str | None
+    sha256: str
+    input_name: str
+    input_shape: list[int | None]
+    features: list[str]
+    output: str
+    provider: str | None
+    created_at: datetime
+
+
+class VariantPatch(_Strict):
+    status: Literal["active", "disabled"] | None = None
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_field(self) -> VariantPatch:
+        if (self.status is None) == (self.enabled is None):
+            msg = 'Send exactly one of "status" ("active" or "disabled") or "enabled" (bool).'
+            raise ValueError(msg)
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active" if self.enabled is None else self.enabled
+
+
+class AllocationOut(BaseModel):
+    version: int
+    weights: dict[str, float]
+    created_at: datetime
+    reason: str
+    author: str
+    stats: dict[str, Any] | None = None
+
+
+class AllocationPut(_Strict):
+    weights: dict[str, float]
+    reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("weights")
+    @classmethod
+    def _finite(cls, weights: dict[str, float]) -> dict[str, float]:
+        if not weights:
+            raise ValueError("weights must name at least one variant")
+        for name, w in weights.items():
+            if not math.isfinite(w) or w < 0:
+                msg = f"weight {w!r} for {name!r} must be a finite number >= 0"
+                raise ValueError(msg)
+        return weights
+
+
+class PromoteBody(_Strict):
+    variant: str

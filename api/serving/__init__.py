@@ -1,0 +1,1 @@
+"""Serving: ONNX sessions, variant assignment, micro-batching and the predict path."""

@@ -1,0 +1,80 @@
+"""ONNX Runtime session creation with the execution provider actually in use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["DeviceUnavailableError", "LoadedModel", "cuda_available", "load_model"]
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class DeviceUnavailableError(RuntimeError):
+    """``BANDITLAKE_DEVICE=cuda`` was asked for and CUDA does not work here."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    session: Any
+    provider: str
+    input_name: str
+    output_name: str
+    input_dtype: Any
+
+
+def cuda_available() -> bool:
+    return CUDA in ort.get_available_providers()
+
+
+def _providers(device: Device) -> list[str]:
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" and not cuda_available():
+        msg = (
+            "BANDITLAKE_DEVICE=cuda but this ONNX Runtime build has no working CUDA provider "
+            f"(available: {ort.get_available_providers()}); install onnxruntime-gpu with CUDA "
+            "or set BANDITLAKE_DEVICE=auto."
+        )
+        raise DeviceUnavailableError(msg)
+    return [CUDA, CPU] if cuda_available() else [CPU]
+
+
+def load_model(
+    path: Path,
+    *,
+    input_name: str,
+    output_name: str,
+    input_dim: int,
+    device: Device = "auto",
+    threads: int = 1,
+) -> LoadedModel:
+    """Create a session, run one warm-up call and report the provider in use.
+
+    onnxruntime-gpu quietly falls back to the CPU when CUDA cannot start, so the
+    provider is read back from the session rather than assumed from the request.
+    """
+    options = ort.SessionOptions()
+    # One or two intra-op threads: the default of one per core fights the web server.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=_providers(device))
+    in_use = session.get_providers()[0]
+    if device == "cuda" and in_use != CUDA:
+        msg = f"BANDITLAKE_DEVICE=cuda but the session for {path.name} fell back to {in_use}."
+        raise DeviceUnavailableError(msg)
+    input_type = session.get_inputs()[0].type
+    dtype = np.float64 if input_type == "tensor(double)" else np.float32
+    session.run([output_name], {input_name: np.zeros((1, input_dim), dtype=dtype)})
+    log.debug("loaded %s on %s", path.name, in_use)
+    return LoadedModel(session, in_use, input_name, output_name, dtype)

@@ -1,0 +1,69 @@
+"""Service configuration, read once from ``BANDITLAKE_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything the service needs to start; passed to :func:`api.app.create_app`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BANDITLAKE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Path("./var")
+    database_url: str = ""
+    lake_uri: str = ""
+    admin_token: SecretStr | None = None
+    serve_token: SecretStr | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_predict_batch_rows: int = Field(default=1024, gt=0)
+    microbatch: bool = True
+    max_batch_size: int = Field(default=64, gt=0)
+    max_queue_delay_us: int = Field(default=500, ge=0)
+    intra_op_threads: int = Field(default=1, gt=0)
+    lake_flush_rows: int = Field(default=5000, gt=0)
+    lake_flush_interval_ms: int = Field(default=1000, gt=0)
+    lake_buffer_rows: int = Field(default=200_000, gt=0)
+    allocation_refresh_ms: int = Field(default=500, gt=0)
+    reallocate: bool = True
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        # Defaults that depend on ``home`` are filled in here so one variable moves everything.
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditlake.db'}")
+        if not self.lake_uri:
+            object.__setattr__(self, "lake_uri", str(self.home / "lake"))
+        if self.lake_uri.startswith("s3://"):
+            msg = (
+                f"BANDITLAKE_LAKE_URI={self.lake_uri!r} points at object storage, which this "
+                "release does not write yet; use a local directory."
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def lake_root(self) -> Path:
+        return Path(self.lake_uri)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def has_tokens(self) -> bool:
+        return self.admin_token is not None and self.serve_token is not None

@@ -1,0 +1,1 @@
+"""The SQL store: experiments, variants, allocation versions and audit events."""

@@ -1,0 +1,125 @@
+"""SQLAlchemy 2 typed ORM models of the SQL store.
+
+The models share :data:`lake.manifest.metadata` so the lake's file manifest
+(``lake_files``) and these tables form one schema that Alembic migrates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from api.store.types import UtcDateTime, utcnow
+from lake.manifest import metadata as lake_metadata
+
+__all__ = ["AllocationRow", "AuditEvent", "Base", "Experiment", "Variant"]
+
+EXPERIMENT_STATUSES = ("draft", "running", "paused", "stopped")
+VARIANT_ROLES = ("arm", "shadow")
+VARIANT_STATUSES = ("active", "disabled", "failed")
+
+
+class Base(DeclarativeBase):
+    metadata = lake_metadata
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}  # noqa: RUF012
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('draft', 'running', 'paused', 'stopped')", name="experiment_status"
+        ),
+        CheckConstraint("min_weight >= 0 AND min_weight < 1", name="experiment_min_weight"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    reward_kind: Mapped[str] = mapped_column(String(16))
+    reward_metric: Mapped[str | None] = mapped_column(String(32))
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sticky: Mapped[bool] = mapped_column(Boolean, default=False)
+    min_weight: Mapped[float] = mapped_column(Float, default=0.0)
+    reallocate_every_s: Mapped[int] = mapped_column(Integer, default=60)
+    guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    variants: Mapped[list[Variant]] = relationship(
+        back_populates="experiment", order_by="Variant.id", cascade="all, delete-orphan"
+    )
+
+
+class Variant(Base):
+    __tablename__ = "variants"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "name"),
+        CheckConstraint("role IN ('arm', 'shadow')", name="variant_role"),
+        CheckConstraint("status IN ('active', 'disabled', 'failed')", name="variant_status"),
+        CheckConstraint("input_dim > 0", name="variant_input_dim"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    model_path: Mapped[str] = mapped_column(String(1024))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    input_name: Mapped[str] = mapped_column(String(256))
+    input_dim: Mapped[int] = mapped_column(Integer)
+    feature_names: Mapped[list[str]] = mapped_column(JSON)
+    output_name: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    experiment: Mapped[Experiment] = relationship(back_populates="variants")
+
+
+class AllocationRow(Base):
+    """One immutable allocation version; a change inserts a new row."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        UniqueConstraint("experiment_id", "version"),
+        CheckConstraint("version > 0", name="allocation_version"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    weights: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(64))
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index(None, "experiment_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE")
+    )
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

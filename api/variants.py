@@ -1,0 +1,202 @@
+"""Variants: validated ONNX uploads stored by checksum, enabled and disabled."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api import allocations
+from api.errors import ConflictError, InvalidRequestError, NotFoundError
+from api.onnx_spec import ModelSpec
+from api.schemas import VariantOut
+from api.serving.pool import ModelPool, VariantKey
+from api.store.models import AuditEvent, Experiment, Variant
+
+__all__ = ["add_variant", "get_variant", "set_active", "store_model", "to_out"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+
+
+def get_variant(experiment: Experiment, name: str) -> Variant:
+    for variant in experiment.variants:
+        if variant.name == name:
+            return variant
+    msg = f"Experiment {experiment.name!r} has no variant named {name!r}."
+    raise NotFoundError(msg, code="variant_not_found")
+
+
+def store_model(models_dir: Path, data: bytes, sha256: str) -> Path:
+    """Write the model under its checksum (never a client-chosen path), atomically."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / f"{sha256}.onnx"
+    if target.exists():
+        return target
+    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=".tmp-", suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        msg = (
+            f"Variant name {name!r} must start with a letter or digit and use only letters, "
+            "digits, '_', '.' and '-' (at most 64 characters)."
+        )
+        raise InvalidRequestError(msg, code="invalid_name")
+
+
+def add_variant(
+    session: Session,
+    pool: ModelPool,
+    experiment: Experiment,
+    *,
+    name: str,
+    role: str,
+    spec: ModelSpec,
+    path: Path,
+    actor: str,
+) -> Variant:
+    if experiment.status == "stopped":
+        msg = f"Experiment {experiment.name!r} is stopped; it takes no new variants."
+        raise ConflictError(msg, code="experiment_stopped")
+    if any(v.name == name for v in experiment.variants):
+        msg = f"Experiment {experiment.name!r} already has a variant named {name!r}."
+        raise ConflictError(msg, code="duplicate_name")
+    key = VariantKey(experiment.name, name)
+    try:
+        pool.load(
+            key,
+            path,
+            input_name=spec.input_name,
+            output_name=spec.output_name,
+            input_dim=spec.input_dim,
+        )
+    except Exception as exc:
+        msg = f"ONNX Runtime could not run the model: {pool.failure(key) or exc}."
+        raise InvalidRequestError(msg, code="invalid_model") from exc
+    variant = Variant(
+        experiment_id=experiment.id,
+        name=name,
+        model_path=path.name,
+        model_sha256=spec.sha256,
+        input_name=spec.input_name,
+        input_dim=spec.input_dim,
+        feature_names=list(spec.feature_names),
+        output_name=spec.output_name,
+        role=role,
+        status="active",
+    )
+    experiment.variants.append(variant)
+    session.add(
+        AuditEvent(
+            experiment_id=experiment.id,
+            actor=actor,
+            action="variant_added",
+            details={"variant": name, "role": role, "sha256": spec.sha256},
+        )
+    )
+    session.flush()
+    if role == "arm":
+        _reallocate_after_arm_change(session, experiment, f"arm {name!r} added", actor)
+    return variant
+
+
+def set_active(
+    session: Session,
+    pool: ModelPool,
+    experiment: Experiment,
+    variant: Variant,
+    *,
+    active: bool,
+    actor: str,
+) -> Variant:
+    target = "active" if active else "disabled"
+    if variant.status == target:
+        return variant
+    if experiment.status == "stopped":
+        msg = f"Experiment {experiment.name!r} is stopped; its variants can no longer change."
+        raise ConflictError(msg, code="experiment_stopped")
+    if active and pool.get(VariantKey(experiment.name, variant.name)) is None:
+        reason = variant.status_reason or "its model is not loaded"
+        msg = f"Variant {variant.name!r} cannot be enabled: {reason}."
+        raise ConflictError(msg, code="variant_failed")
+    if (
+        not active
+        and variant.role == "arm"
+        and experiment.status in ("running", "paused")
+        and allocations.active_arms(experiment) == [variant.name]
+    ):
+        msg = (
+            f"Variant {variant.name!r} is the last active arm of {experiment.status} experiment "
+            f"{experiment.name!r}; pause or stop the experiment instead."
+        )
+        raise ConflictError(msg, code="last_active_arm")
+    variant.status = target
+    variant.status_reason = None if active else f"disabled by {actor}"
+    session.add(
+        AuditEvent(
+            experiment_id=experiment.id,
+            actor=actor,
+            action="variant_enabled" if active else "variant_disabled",
+            details={"variant": variant.name},
+        )
+    )
+    session.flush()
+    if variant.role == "arm":
+        verb = "enabled" if active else "disabled"
+        _reallocate_after_arm_change(session, experiment, f"arm {variant.name!r} {verb}", actor)
+    return variant
+
+
+def _reallocate_after_arm_change(
+    session: Session, experiment: Experiment, what: str, actor: str
+) -> None:
+    current = allocations.current_allocation(session, experiment)
+    if current is None:
+        return  # not started yet: the start creates version 1 over the arms active then
+    arms = allocations.active_arms(experiment)
+    if not arms:
+        return
+    weights = allocations.rebalance(current.weights, arms)
+    allocations.record_allocation(
+        session,
+        experiment,
+        weights,
+        reason=f"{what}; other arms keep their relative weights",
+        author=actor,
+    )
+
+
+def to_out(pool: ModelPool, experiment: Experiment, variant: Variant) -> VariantOut:
+    key = VariantKey(experiment.name, variant.name)
+    return VariantOut(
+        name=variant.name,
+        role=variant.role,
+        status=variant.status,
+        status_reason=variant.status_reason or pool.failure(key),
+        sha256=variant.model_sha256,
+        input_name=variant.input_name,
+        input_shape=[None, variant.input_dim],
+        features=list(variant.feature_names),
+        output=variant.output_name,
+        provider=pool.provider(key),
+        created_at=variant.created_at,
+    )
+
+
+def all_variants(session: Session) -> list[tuple[Experiment, Variant]]:
+    stmt = select(Variant, Experiment).join(Experiment).where(Experiment.status != "stopped")
+    return [(e, v) for v, e in session.execute(stmt).all()]

@@ -1,0 +1,53 @@
+"""The inference lake: every prediction and every piece of feedback, as Parquet files.
+
+Writers (``LakeWriter``) buffer rows in memory and flush them to immutable Parquet files
+listed in a manifest table (``lake_files``) of the SQL store; readers (``open_lake``)
+take a snapshot of that list and query it with DuckDB or polars.
+"""
+
+from lake.errors import LakeConfigError, LakeError, LakeWriteError, RowConversionError
+from lake.janitor import janitor
+from lake.manifest import (
+    NAMING_CONVENTION,
+    FileEntry,
+    files_since,
+    lake_files,
+    live_files,
+    metadata,
+    register_file,
+)
+from lake.reader import Lake, ViewName, open_lake
+from lake.schemas import (
+    FEEDBACK_SCHEMA,
+    PREDICTIONS_SCHEMA,
+    FeedbackRow,
+    PredictionRow,
+    TableName,
+)
+from lake.writer import LakeWriter, WriterStats, default_writer_id
+
+__all__ = [
+    "FEEDBACK_SCHEMA",
+    "NAMING_CONVENTION",
+    "PREDICTIONS_SCHEMA",
+    "FeedbackRow",
+    "FileEntry",
+    "Lake",
+    "LakeConfigError",
+    "LakeError",
+    "LakeWriteError",
+    "LakeWriter",
+    "PredictionRow",
+    "RowConversionError",
+    "TableName",
+    "ViewName",
+    "WriterStats",
+    "default_writer_id",
+    "files_since",
+    "janitor",
+    "lake_files",
+    "live_files",
+    "metadata",
+    "open_lake",
+    "register_file",
+]

@@ -1,0 +1,261 @@
+"""The manifest: the SQL table that lists the lake's files.
+
+A Parquet file is part of the lake when, and only when, it has a ``live`` row in
+``lake_files``. Writers add a row in one transaction after the file is durably in place;
+a compactor marks its inputs ``replaced`` and its output ``live`` in one transaction;
+readers take the live list as a snapshot. So a reader never sees a half-written file, and
+never a row twice.
+
+``metadata`` is shared with the service's ORM models (their ``DeclarativeBase`` uses this
+object), so Alembic sees one schema. The functions here use SQLAlchemy Core only and run
+identically on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    Row,
+    String,
+    Table,
+    insert,
+    select,
+)
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "FileEntry",
+    "FileStatus",
+    "files_since",
+    "is_registered",
+    "lake_files",
+    "live_files",
+    "metadata",
+    "register_file",
+]
+
+NAMING_CONVENTION: Final[dict[str, str]] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata: Final = MetaData(naming_convention=NAMING_CONVENTION)
+
+lake_files: Final = Table(
+    "lake_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", String(32), nullable=False),
+    Column("path", String(1024), nullable=False, unique=True),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("writer_id", String(64), nullable=False),
+    Column("min_ts", DateTime(timezone=True), nullable=True),
+    Column("max_ts", DateTime(timezone=True), nullable=True),
+    Column("status", String(16), nullable=False, server_default="live"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("replaced_at", DateTime(timezone=True), nullable=True),
+    # Serves the readers' one query: the live files of a table, in id order.
+    Index("ix_lake_files_table_name_status_id", "table_name", "status", "id"),
+)
+
+FileStatus = Literal["live", "replaced"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file of the lake, as listed in the manifest.
+
+    Parameters
+    ----------
+    table
+        Table the file belongs to (``"predictions"`` or ``"feedback"``).
+    path
+        Path relative to the lake root, POSIX separators.
+    rows, bytes
+        Row count and file size.
+    writer_id
+        Writer that produced the file.
+    min_ts, max_ts
+        Range of the rows' ``ts`` (UTC), ``None`` for an empty file.
+    created_at
+        When the file was registered (UTC).
+    status
+        ``"live"`` (readable) or ``"replaced"`` (superseded by a compacted file).
+    replaced_at
+        When the file was replaced, if it was.
+    id
+        Manifest id, increasing with registration order; ``None`` before registration.
+    """
+
+    table: str
+    path: str
+    rows: int
+    bytes: int
+    writer_id: str
+    min_ts: datetime | None
+    max_ts: datetime | None
+    created_at: datetime
+    status: FileStatus = "live"
+    replaced_at: datetime | None = None
+    id: int | None = None
+
+
+def _to_db(value: datetime | None) -> datetime | None:
+    # SQLite drops the offset when storing, so every value is stored as UTC.
+    return None if value is None else value.astimezone(UTC)
+
+
+def _from_db(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    # SQLite gives back naive values (stored as UTC); PostgreSQL gives aware ones.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _entry(row: Row[tuple[object, ...]]) -> FileEntry:
+    m = row._mapping
+    created_at = _from_db(m["created_at"])
+    assert created_at is not None  # the column is NOT NULL
+    return FileEntry(
+        id=m["id"],
+        table=m["table_name"],
+        path=m["path"],
+        rows=m["rows"],
+        bytes=m["bytes"],
+        writer_id=m["writer_id"],
+        min_ts=_from_db(m["min_ts"]),
+        max_ts=_from_db(m["max_ts"]),
+        status=m["status"],
+        created_at=created_at,
+        replaced_at=_from_db(m["replaced_at"]),
+    )
+
+
+def register_file(engine: Engine, entry: FileEntry) -> int:
+    """Add a file to the manifest, in one transaction.
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store holding ``lake_files``.
+    entry
+        The file; its ``id`` is ignored.
+
+    Returns
+    -------
+    int
+        The new row's id.
+
+    Raises
+    ------
+    sqlalchemy.exc.IntegrityError
+        When ``entry.path`` is already registered.
+    sqlalchemy.exc.SQLAlchemyError
+        When the store cannot be reached or written.
+    """
+    values = {
+        "table_name": entry.table,
+        "path": entry.path,
+        "rows": entry.rows,
+        "bytes": entry.bytes,
+        "writer_id": entry.writer_id,
+        "min_ts": _to_db(entry.min_ts),
+        "max_ts": _to_db(entry.max_ts),
+        "status": entry.status,
+        "created_at": _to_db(entry.created_at),
+        "replaced_at": _to_db(entry.replaced_at),
+    }
+    with engine.begin() as conn:
+        result = conn.execute(insert(lake_files).values(values))
+        new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    if not isinstance(new_id, int):
+        msg = f"The manifest returned no id for the new file {entry.path!r}."
+        raise RuntimeError(msg)
+    return new_id
+
+
+def is_registered(engine: Engine, path: str) -> bool:
+    """Tell whether a path (relative to the lake root) is in the manifest, in any status.
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store.
+    path
+        Path relative to the lake root, POSIX separators.
+
+    Returns
+    -------
+    bool
+    """
+    with engine.connect() as conn:
+        found = conn.execute(select(lake_files.c.id).where(lake_files.c.path == path)).first()
+    return found is not None
+
+
+def live_files(engine: Engine, table: str) -> list[FileEntry]:
+    """Return the live files of a table, ordered by id (registration order).
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store.
+    table
+        Table name.
+
+    Returns
+    -------
+    list[FileEntry]
+        A consistent snapshot: the result of one query.
+    """
+    query = (
+        select(lake_files)
+        .where(lake_files.c.table_name == table, lake_files.c.status == "live")
+        .order_by(lake_files.c.id)
+    )
+    with engine.connect() as conn:
+        return [_entry(row) for row in conn.execute(query)]
+
+
+def files_since(engine: Engine, table: str, after_id: int) -> list[FileEntry]:
+    """Return the files of a table registered after ``after_id``, ordered by id.
+
+    Meant for incremental aggregates: keep the largest id seen as a watermark and ask for
+    the files added since. Files are returned whatever their status, so a flush file that
+    a compactor has since replaced is still returned once; a consumer that must not count
+    rows twice has to skip compaction outputs (they hold rows of earlier files).
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store.
+    table
+        Table name.
+    after_id
+        Watermark; ``0`` returns every file.
+
+    Returns
+    -------
+    list[FileEntry]
+    """
+    query = (
+        select(lake_files)
+        .where(lake_files.c.table_name == table, lake_files.c.id > after_id)
+        .order_by(lake_files.c.id)
+    )
+    with engine.connect() as conn:
+        return [_entry(row) for row in conn.execute(query)]

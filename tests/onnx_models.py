@@ -1,0 +1,62 @@
+"""Tiny ONNX models built with ``onnx.helper`` for the tests and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def linear_model(
+    weights: Sequence[float],
+    bias: float = 0.0,
+    *,
+    batch_dim: str | int = "N",
+    dtype: int = TensorProto.FLOAT,
+    output: str = "y",
+) -> bytes:
+    """``y = x @ w + b`` with ``x: [N, d]`` and ``y: [N, 1]``."""
+    d = len(weights)
+    np_dtype = np.float32 if dtype == TensorProto.FLOAT else np.float64
+    w = numpy_helper.from_array(np.asarray(weights, dtype=np_dtype).reshape(d, 1), "w")
+    b = numpy_helper.from_array(np.asarray([bias], dtype=np_dtype), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], [output]),
+        ],
+        "linear",
+        [helper.make_tensor_value_info("x", dtype, [batch_dim, d])],
+        [helper.make_tensor_value_info(output, dtype, [batch_dim, 1])],
+        initializer=[w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def int_input_model(d: int = 3) -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "ints",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", d])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, ["N", d])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def rank3_model() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "rank3",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()
