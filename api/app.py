@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import event
 
 from api.errors import error_body, install_handlers
-from api.routes import allocations, experiments, ops, variants
+from api.metrics import CONTENT_TYPE_LATEST, Metrics
+from api.routes import allocations, experiments, ops, serving, variants
 from api.serving.pool import ModelPool, VariantKey
+from api.serving.service import ServingService
+from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
+from lake.writer import LakeWriter
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -51,19 +58,70 @@ def _load_models(app: FastAPI) -> None:
         session.commit()
 
 
+async def _refresh_loop(service: ServingService, settings: Settings) -> None:
+    """Pick up allocation versions written by other processes (the reallocator, the CLI)."""
+    interval = settings.allocation_refresh_ms / 1000.0
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(service.refresh)
+            service.sync_metrics()
+        except Exception:
+            log.exception("refreshing the experiment snapshot failed; serving the last one")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the service. Heavy resources are created in the lifespan, not here."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.device == "cuda" and not cuda_available():
+            msg = "BANDITLAKE_DEVICE=cuda but ONNX Runtime finds no working CUDA provider here."
+            raise DeviceUnavailableError(msg)
         engine = make_engine(settings.database_url)
         app.state.engine = engine
-        app.state.session_factory = make_session_factory(engine)
+        session_factory = make_session_factory(engine)
+        app.state.session_factory = session_factory
         app.state.pool = ModelPool(device=settings.device, threads=settings.intra_op_threads)
-        _load_models(app)
+        await asyncio.to_thread(_load_models, app)
+        writers = {
+            table: LakeWriter(
+                settings.lake_root,
+                engine,
+                table=table,
+                flush_rows=settings.lake_flush_rows,
+                flush_interval_s=settings.lake_flush_interval_ms / 1000.0,
+                max_buffer_rows=settings.lake_buffer_rows,
+            )
+            for table in ("predictions", "feedback")
+        }
+        service = ServingService(
+            settings,
+            app.state.pool,
+            session_factory,
+            writers["predictions"],
+            writers["feedback"],
+            app.state.metrics,
+        )
+        app.state.serving = service
+        await asyncio.to_thread(service.refresh)
+        # A policy change made through this process is visible to its next request; other
+        # processes pick it up on their next poll.
+        event.listen(session_factory, "after_commit", lambda _: service.refresh())
+        app.state.readiness = lambda: {
+            "lake": "ok" if all(w.healthy for w in writers.values()) else "failing",
+        }
+        refresher = asyncio.get_running_loop().create_task(_refresh_loop(service, settings))
         try:
             yield
         finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await service.close()
+            for writer in writers.values():
+                await asyncio.to_thread(writer.close, 30.0)
+            service.sync_metrics()
             engine.dispose()
 
     app = FastAPI(
@@ -73,7 +131,13 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = Metrics()
     install_handlers(app)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        app.state.serving.sync_metrics()
+        return Response(app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD
 
@@ -88,7 +152,13 @@ def create_app(settings: Settings) -> FastAPI:
             return JSONResponse(error_body("payload_too_large", msg), status_code=413)
         return await call_next(request)
 
-    for router in (ops.router, experiments.router, variants.router, allocations.router):
+    for router in (
+        ops.router,
+        serving.router,
+        experiments.router,
+        variants.router,
+        allocations.router,
+    ):
         app.include_router(router)
     return app
 

@@ -99,7 +99,7 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[s
     for err in errors:
         loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path")]
         field = ".".join(loc) or "body"
-        msg = str(err.get("msg", "is invalid"))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
         details.append({"field": field, "message": msg, "type": err.get("type")})
         sentences.append(f"{field}: {msg}")
     return "Invalid request: " + "; ".join(sentences) + ".", details

@@ -1,0 +1,125 @@
+"""Micro-batching: concurrent requests to one variant share one ONNX Runtime call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["MicroBatcher", "ModelOutput", "split_output"]
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[NDArray[np.floating]], NDArray[np.generic]]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOutput:
+    prediction: float
+    scores: list[float] | None
+
+
+def split_output(out: NDArray[np.generic]) -> list[ModelOutput]:
+    """Turn a model output of shape ``[N]``, ``[N, 1]`` or ``[N, k]`` into one value per row.
+
+    A column vector is the prediction itself (a regression value or a class label); a
+    ``[N, k]`` output is read as scores, and the prediction is the index of the largest.
+    """
+    arr = np.asarray(out)
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+        return [ModelOutput(float(v), None) for v in arr.reshape(-1).tolist()]
+    flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    best = flat.argmax(axis=1).tolist()
+    return [ModelOutput(float(b), row) for b, row in zip(best, flat.tolist(), strict=True)]
+
+
+class MicroBatcher:
+    """Gathers rows for one variant and runs them together.
+
+    A single consumer task takes the first waiting row, then every row that arrived while
+    the previous call ran (up to ``max_batch_size``), and, if the batch is still short,
+    waits at most ``max_delay_us`` for more. Under light load a row therefore waits for
+    nothing; under heavy load batches form by themselves while the model is busy.
+    """
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        dtype: type[np.floating],
+        executor: Executor | None,
+        max_batch_size: int,
+        max_delay_us: int,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._runner = runner
+        self._dtype = dtype
+        self._executor = executor
+        self._max = max_batch_size
+        self._delay = max_delay_us / 1e6
+        self._on_batch = on_batch
+        self._queue: asyncio.Queue[tuple[NDArray[np.floating], asyncio.Future[ModelOutput]]] = (
+            asyncio.Queue()
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, row: NDArray[np.floating]) -> ModelOutput:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._consume())
+        future: asyncio.Future[ModelOutput] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((row, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if len(batch) < self._max and self._delay > 0:
+                deadline = time.perf_counter() + self._delay
+                while len(batch) < self._max:
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+            live = [(row, fut) for row, fut in batch if not fut.done()]
+            if not live:
+                continue
+            x = np.stack([row for row, _ in live]).astype(self._dtype, copy=False)
+            try:
+                if self._executor is None:
+                    out = self._runner(x)  # cheap CPU models: a thread hop would cost more
+                else:
+                    out = await loop.run_in_executor(self._executor, self._runner, x)
+                results = split_output(out)
+                if len(results) != len(live):
+                    msg = f"The model returned {len(results)} rows for a batch of {len(live)}."
+                    raise ValueError(msg)
+            except Exception as exc:
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(live))
+            for (_, fut), result in zip(live, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
