@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,10 +54,25 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise CliError(msg)
     elif not settings.has_tokens:
         log.warning("no tokens set: serving loopback callers only on %s", args.host)
+    if settings.device == "cuda":
+        from api.serving.sessions import cuda_available
+
+        if not cuda_available():
+            msg = (
+                "BANDITLAKE_DEVICE=cuda but ONNX Runtime cannot start a CUDA session on this "
+                "machine; set BANDITLAKE_DEVICE=auto or cpu, or fix the CUDA installation."
+            )
+            raise CliError(msg)
     if settings.is_sqlite:
         from api.store.migrate import upgrade
 
         upgrade(settings.database_url)
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples here and /metrics sums them over the workers.
+        directory = settings.home / "metrics" / f"serve-{os.getpid()}"
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     uvicorn.run(
         "api.app:create_app_from_env",
         factory=True,

@@ -60,3 +60,43 @@ def rank3_model() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def fragile_model(d: int = 3) -> bytes:
+    """Works on all-zero input (so it loads and warms up) and fails when max(x) >= 2.
+
+    ``y = table[int(max(x))]`` with a two-entry table: a Gather out of range at run time.
+    """
+    table = numpy_helper.from_array(np.asarray([10.0, 20.0], dtype=np.float32), "table")
+    axes = numpy_helper.from_array(np.asarray([1], dtype=np.int64), "axes")
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["x", "axes"], ["m"], keepdims=0),
+            helper.make_node("Cast", ["m"], ["idx"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "idx"], ["g"], axis=0),
+            helper.make_node("Unsqueeze", ["g", "axes"], ["y"]),
+        ],
+        "fragile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[table, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def classifier_model(weights: Sequence[Sequence[float]]) -> bytes:
+    """Scores ``x @ W`` of shape ``[N, k]``; the service predicts the argmax class."""
+    w = np.asarray(weights, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["scores"])],
+        "classifier",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", w.shape[0]])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", w.shape[1]])],
+        initializer=[numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString()

@@ -18,6 +18,7 @@ __all__ = ["MicroBatcher", "ModelOutput", "split_output"]
 log = logging.getLogger(__name__)
 
 Runner = Callable[[NDArray[np.floating]], NDArray[np.generic]]
+_Item = tuple[NDArray[np.floating], "asyncio.Future[ModelOutput]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +66,7 @@ class MicroBatcher:
         self._max = max_batch_size
         self._delay = max_delay_us / 1e6
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[tuple[NDArray[np.floating], asyncio.Future[ModelOutput]]] = (
-            asyncio.Queue()
-        )
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, row: NDArray[np.floating]) -> ModelOutput:
@@ -103,23 +102,33 @@ class MicroBatcher:
             live = [(row, fut) for row, fut in batch if not fut.done()]
             if not live:
                 continue
-            x = np.stack([row for row, _ in live]).astype(self._dtype, copy=False)
             try:
-                if self._executor is None:
-                    out = self._runner(x)  # cheap CPU models: a thread hop would cost more
-                else:
-                    out = await loop.run_in_executor(self._executor, self._runner, x)
-                results = split_output(out)
-                if len(results) != len(live):
-                    msg = f"The model returned {len(results)} rows for a batch of {len(live)}."
-                    raise ValueError(msg)
-            except Exception as exc:
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            if self._on_batch is not None:
-                self._on_batch(len(live))
-            for (_, fut), result in zip(live, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
+                await self._execute(loop, live)
+            except Exception:
+                if len(live) == 1:
+                    continue  # its future already holds the error
+                # One bad row must not fail its neighbours: rerun the rows one by one.
+                for item in live:
+                    with contextlib.suppress(Exception):
+                        await self._execute(loop, [item])
+
+    async def _execute(self, loop: asyncio.AbstractEventLoop, live: list[_Item]) -> None:
+        x = np.stack([row for row, _ in live]).astype(self._dtype, copy=False)
+        try:
+            if self._executor is None:
+                out = self._runner(x)  # cheap CPU models: a thread hop would cost more
+            else:
+                out = await loop.run_in_executor(self._executor, self._runner, x)
+            results = split_output(out)
+            if len(results) != len(live):
+                msg = f"The model returned {len(results)} rows for a batch of {len(live)}."
+                raise ValueError(msg)
+        except Exception as exc:
+            if len(live) == 1 and not live[0][1].done():
+                live[0][1].set_exception(exc)
+            raise
+        if self._on_batch is not None:
+            self._on_batch(len(live))
+        for (_, fut), result in zip(live, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)

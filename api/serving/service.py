@@ -108,9 +108,13 @@ class ServingService:
             )
             self.metrics.lake_queue_depth.labels(writer.table).set(stats.rows_pending)
 
-    async def close(self) -> None:
-        if self._shadow_tasks:
+    async def drain(self) -> None:
+        """Wait for the shadow calls in flight (shutdown, tests)."""
+        while self._shadow_tasks:
             await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.drain()
         for _, batcher in self._batchers.values():
             await batcher.close()
         self._executor.shutdown(wait=True)

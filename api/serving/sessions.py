@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+from onnx import TensorProto, helper
 
 __all__ = ["DeviceUnavailableError", "LoadedModel", "cuda_available", "load_model"]
 
@@ -32,8 +34,31 @@ class LoadedModel:
     input_dtype: Any
 
 
+@functools.cache
 def cuda_available() -> bool:
-    return CUDA in ort.get_available_providers()
+    """Whether a CUDA session really starts here.
+
+    onnxruntime-gpu lists ``CUDAExecutionProvider`` even on a machine without a GPU or
+    CUDA libraries, so the only honest answer comes from creating a session and reading
+    back the providers it kept.
+    """
+    if CUDA not in ort.get_available_providers():
+        return False
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
+    except Exception:
+        return False
+    return CUDA in session.get_providers()
 
 
 def _providers(device: Device) -> list[str]:
