@@ -16,8 +16,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
     disable_created_metrics,
+    generate_latest,
     multiprocess,
 )
 
@@ -39,7 +39,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         # The ``*_created`` series double the output and no dashboard reads them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         # In multiprocess mode the values live in files; the registry only names them.
         registry = None if _multiprocess_dir() else self.registry
         self.requests = Counter(

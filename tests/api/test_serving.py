@@ -21,7 +21,7 @@ from api.store.migrate import upgrade
 from tests.api.helpers import create_experiment, error_code, start, upload
 from tests.api.serving_support import W_A, W_B, flush, lake_rows, running_experiment
 from tests.conftest import make_client, make_settings
-from tests.onnx_models import classifier_model, fragile_model, linear_model
+from tests.onnx_models import classifier_model, fragile_model
 
 
 def _metric(client: TestClient, name: str, **labels: str) -> float:
@@ -333,9 +333,11 @@ def test_cuda_without_gpu_fails_at_start(tmp_path: Path, sqlite_url: str) -> Non
         pytest.skip("this machine has a working CUDA provider; the refusal cannot be shown")
     upgrade(sqlite_url)
     settings = make_settings(tmp_path / "home", sqlite_url, device="cuda")
-    with pytest.raises(DeviceUnavailableError, match="BANDITLAKE_DEVICE=cuda"):
-        with make_client(settings):
-            pass
+    with (
+        pytest.raises(DeviceUnavailableError, match="BANDITLAKE_DEVICE=cuda"),
+        make_client(settings),
+    ):
+        pass
 
 
 def test_request_ids_are_unique(client: TestClient) -> None:
