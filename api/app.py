@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import event
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body, install_handlers
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -28,6 +29,33 @@ log = logging.getLogger(__name__)
 
 # Multipart framing around the model file; the exact limit is enforced on the file itself.
 _FORM_OVERHEAD = 64 * 1024
+
+
+class BodyLimitMiddleware:
+    """Refuse a body whose Content-Length is over the limit before anything parses it.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` would cost every request
+    an extra task and stream copy.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > self.limit:
+                        msg = (
+                            f"The request body ({int(value)} bytes) is larger than the "
+                            f"{self.limit}-byte limit."
+                        )
+                        response = JSONResponse(error_body("payload_too_large", msg), 413)
+                        await response(scope, receive, send)
+                        return
+                    break
+        await self.app(scope, receive, send)
 
 
 def _load_models(app: FastAPI) -> None:
@@ -139,22 +167,12 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.serving.sync_metrics()
         return Response(app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    upload_limit = settings.max_upload_bytes + _FORM_OVERHEAD
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + _FORM_OVERHEAD)
 
-    @app.middleware("http")
-    async def _refuse_oversize(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Refuse before the multipart parser spools a huge body to disk.
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > upload_limit:
-            msg = f"The request body ({length} bytes) is larger than the {upload_limit}-byte limit."
-            return JSONResponse(error_body("payload_too_large", msg), status_code=413)
-        return await call_next(request)
-
+    # The serving routes come first: the router matches paths in order on every request.
     for router in (
-        ops.router,
         serving.router,
+        ops.router,
         experiments.router,
         variants.router,
         allocations.router,

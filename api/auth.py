@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from typing import Literal
@@ -16,6 +17,7 @@ __all__ = ["Role", "authorize", "is_loopback"]
 Role = Literal["admin", "serve"]
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -53,7 +55,8 @@ def authorize(request: Request, settings: Settings, role: Role) -> str:
         settings.admin_token if role == "admin" else (settings.serve_token or settings.admin_token)
     )
     if wanted is None:
-        client = request.client.host if request.client else None
+        client_addr = request.scope.get("client")
+        client = client_addr[0] if client_addr else None
         if not is_loopback(client):
             msg = (
                 f"No {role} token is configured, so only loopback callers are served; set "

@@ -80,6 +80,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level="info",
+        # Every request is already in the lake and the metrics; a line per request on
+        # stderr costs more than the routing does.
+        access_log=args.access_log,
     )
 
 
@@ -93,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--access-log", action="store_true", help="log one line per HTTP request (off by default)"
+    )
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
     migrate.set_defaults(func=cmd_migrate)

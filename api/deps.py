@@ -15,7 +15,9 @@ from api.settings import Settings
 __all__ = ["AdminDep", "PoolDep", "ServeDep", "SessionDep", "SettingsDep"]
 
 
-def get_settings(request: Request) -> Settings:
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
+# its thread pool, a hop that would cost more than the work they do.
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -26,7 +28,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_pool(request: Request) -> ModelPool:
+async def get_pool(request: Request) -> ModelPool:
     pool: ModelPool = request.app.state.pool
     return pool
 
@@ -36,11 +38,11 @@ SessionDep = Annotated[Session, Depends(get_session)]
 PoolDep = Annotated[ModelPool, Depends(get_pool)]
 
 
-def require_admin(request: Request, settings: SettingsDep) -> str:
+async def require_admin(request: Request, settings: SettingsDep) -> str:
     return authorize(request, settings, "admin")
 
 
-def require_serve(request: Request, settings: SettingsDep) -> str:
+async def require_serve(request: Request, settings: SettingsDep) -> str:
     return authorize(request, settings, "serve")
 
 

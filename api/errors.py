@@ -89,17 +89,42 @@ class UnavailableError(ServiceError):
     code = "unavailable"
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
+
+
+_WRONG_BRANCH = frozenset({"dict_type", "list_type"})
+
+
+def _field_name(loc: Any) -> str:
+    """``("body", "features", "list[...]", 2)`` → ``features[2]``."""
+    name = ""
+    for part in loc:
+        if part in ("body", "query", "path") or (isinstance(part, str) and "[" in part):
+            continue
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
 
 
 def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     details = []
     sentences = []
-    for err in errors:
-        loc = [str(part) for part in err.get("loc", ()) if part not in ("body", "query", "path")]
-        field = ".".join(loc) or "body"
+    # A value that matches one branch of a union (a list of features) gets errors for the
+    # other branch too ("should be a valid dictionary"); keep the branch the input chose.
+    relevant = [e for e in errors if e.get("type") not in _WRONG_BRANCH] or errors
+    for err in relevant:
+        field = _field_name(err.get("loc", ()))
         msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        if "input" in err and err.get("type") not in ("missing", "json_invalid"):
+            msg += f" (got {_short(err['input'])})"
         details.append({"field": field, "message": msg, "type": err.get("type")})
         sentences.append(f"{field}: {msg}")
     return "Invalid request: " + "; ".join(sentences) + ".", details

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -165,27 +165,13 @@ class PromoteBody(_Strict):
     variant: str
 
 
-def _number(value: Any, where: str) -> float:
-    # bool is an int in Python but not a feature value; strings are never coerced.
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        msg = f"{where} is {value!r}, not a number"
-        raise ValueError(msg)
-    if not math.isfinite(value):
-        msg = f"{where} is {value}, not a finite number"
-        raise ValueError(msg)
-    return float(value)
+# Strict: a JSON string or boolean is not a feature value (an int is).
+FeatureValue = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class PredictBody(_Strict):
-    features: list[Any] | dict[str, Any] = Field(union_mode="left_to_right")
+    features: list[FeatureValue] | dict[str, FeatureValue] = Field(union_mode="left_to_right")
     unit_id: str | None = Field(default=None, min_length=1, max_length=256)
-
-    @field_validator("features", mode="after")
-    @classmethod
-    def _numeric(cls, features: list[Any] | dict[str, Any]) -> list[float] | dict[str, float]:
-        if isinstance(features, dict):
-            return {k: _number(v, f"features[{k!r}]") for k, v in features.items()}
-        return [_number(v, f"features[{i}]") for i, v in enumerate(features)]
 
 
 class BatchPredictBody(_Strict):
@@ -203,13 +189,8 @@ class PredictOut(BaseModel):
 
 class FeedbackBody(_Strict):
     request_id: str = Field(min_length=1, max_length=128)
-    reward: float | None = None
+    reward: Annotated[float, Field(strict=True)] | None = None
     label: float | str | None = Field(default=None, union_mode="left_to_right")
-
-    @field_validator("reward", mode="before")
-    @classmethod
-    def _reward_number(cls, reward: Any) -> float | None:
-        return None if reward is None else _number(reward, "reward")
 
 
 class BatchFeedbackBody(_Strict):

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     max_predict_batch_rows: int = Field(default=1024, gt=0)
     microbatch: bool = True
     max_batch_size: int = Field(default=64, gt=0)
-    max_queue_delay_us: int = Field(default=500, ge=0)
+    max_queue_delay_us: int = Field(default=0, ge=0)
     intra_op_threads: int = Field(default=1, gt=0)
     lake_flush_rows: int = Field(default=5000, gt=0)
     lake_flush_interval_ms: int = Field(default=1000, gt=0)

@@ -70,14 +70,14 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def make_settings(home: Path, database_url: str, **overrides: object) -> Settings:
-    return Settings(
-        home=home,
-        database_url=database_url,
-        lake_uri=str(home / "lake"),
-        device="cpu",
-        _env_file=None,  # type: ignore[call-arg]
-        **overrides,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {
+        "home": home,
+        "database_url": database_url,
+        "lake_uri": str(home / "lake"),
+        "device": "cpu",
+        **overrides,
+    }
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg, arg-type]
 
 
 @pytest.fixture

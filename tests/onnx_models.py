@@ -100,3 +100,30 @@ def classifier_model(weights: Sequence[Sequence[float]]) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
+
+
+def mlp_model(d: int = 16, hidden: int = 64, seed: int = 0) -> bytes:
+    """A small two-layer ReLU network ``[N, d] -> [N, 1]``, the benchmarks' model."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.normal(size=(d, hidden)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.normal(size=(hidden,)).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.normal(size=(hidden, hidden)).astype(np.float32), "w2")
+    b2 = numpy_helper.from_array(rng.normal(size=(hidden,)).astype(np.float32), "b2")
+    w3 = numpy_helper.from_array(rng.normal(size=(hidden, 1)).astype(np.float32), "w3")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w1", "b1"], ["h1"]),
+            helper.make_node("Relu", ["h1"], ["r1"]),
+            helper.make_node("Gemm", ["r1", "w2", "b2"], ["h2"]),
+            helper.make_node("Relu", ["h2"], ["r2"]),
+            helper.make_node("MatMul", ["r2", "w3"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        initializer=[w1, b1, w2, b2, w3],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

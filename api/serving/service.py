@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -46,9 +47,10 @@ Prediction = dict[str, Any]
 _INLINE_BELOW_S = 0.0005
 
 
-def _request_id(experiment_id: int) -> str:
-    # The experiment id prefix lets feedback be checked without any lookup.
-    return f"{experiment_id}.{secrets.token_hex(12)}"
+def _request_id(experiment_id: int, rng: random.Random) -> str:
+    # The experiment id prefix lets feedback be checked without any lookup. 96 random bits
+    # from a generator seeded per process by the OS: unique across replicas, no syscall.
+    return f"{experiment_id}.{rng.getrandbits(96):024x}"
 
 
 def experiment_id_of(request_id: str) -> int | None:
@@ -56,6 +58,13 @@ def experiment_id_of(request_id: str) -> int | None:
     if not sep or not head.isdigit() or len(tail) != 24:
         return None
     return int(head)
+
+
+@dataclass(frozen=True, slots=True)
+class _VariantMetrics:
+    ok: Any
+    error: Any
+    latency: Any
 
 
 class ServingService:
@@ -81,6 +90,7 @@ class ServingService:
         self._rng = random.Random(secrets.randbits(64))
         self._inline: dict[int, bool] = {}
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._metric_children: dict[tuple[str, str], _VariantMetrics] = {}
 
     # -- snapshot -------------------------------------------------------------------
 
@@ -118,6 +128,19 @@ class ServingService:
         for _, batcher in self._batchers.values():
             await batcher.close()
         self._executor.shutdown(wait=True)
+
+    def _counters(self, experiment: str, variant: str) -> _VariantMetrics:
+        # Resolving label children once per variant: ``labels()`` costs microseconds.
+        key = (experiment, variant)
+        found = self._metric_children.get(key)
+        if found is None:
+            found = _VariantMetrics(
+                ok=self.metrics.requests.labels(experiment, variant, "arm", "ok"),
+                error=self.metrics.requests.labels(experiment, variant, "arm", "error"),
+                latency=self.metrics.latency.labels(experiment, variant),
+            )
+            self._metric_children[key] = found
+        return found
 
     # -- model calls ----------------------------------------------------------------
 
@@ -262,7 +285,7 @@ class ServingService:
         start = time.perf_counter()
         ts = datetime.now(UTC)
         variant, propensity = exp.choose(unit_id, self._rng)
-        request_id = _request_id(exp.id)
+        request_id = _request_id(exp.id, self._rng)
         x, named = self._vector(variant, features)
         key = VariantKey(exp.name, variant.name)
         model = self.pool.get(key)
@@ -285,8 +308,9 @@ class ServingService:
                 latency * 1000.0, variant.sha256, provider, status, error,
             )
         )  # fmt: skip
-        self.metrics.requests.labels(exp.name, variant.name, "arm", status).inc()
-        self.metrics.latency.labels(exp.name, variant.name).observe(latency)
+        counters = self._counters(exp.name, variant.name)
+        (counters.ok if output is not None else counters.error).inc()
+        counters.latency.observe(latency)
         for shadow in exp.shadows:
             task = asyncio.get_running_loop().create_task(
                 self._shadow(exp, shadow, features, unit_id, request_id, ts)
