@@ -133,9 +133,13 @@ def test_a_failing_lake_never_fails_requests_and_drops_are_exact(
                 == 200
             )
         flush(client)
-        # Break the sink: the table directory becomes a plain file (root ignores chmod).
-        shutil.move(table_dir, tmp_path / "parked")
-        table_dir.write_text("not a directory")
+        # Break the sink: the table directory becomes a link to a path under a plain file
+        # (chmod would not stop root). Swapping links is atomic, so the writer never
+        # sees a half-repaired state.
+        parked = tmp_path / "parked"
+        shutil.move(table_dir, parked)
+        (tmp_path / "plain-file").write_text("not a directory")
+        table_dir.symlink_to(tmp_path / "plain-file" / "predictions")
         for _ in range(200):
             response = client.post("/v1/experiments/e/predict", json={"features": [1, 2, 3]})
             assert response.status_code == 200
@@ -146,8 +150,8 @@ def test_a_failing_lake_never_fails_requests_and_drops_are_exact(
         assert _metric(client, "banditlake_lake_rows_dropped_total") == 160
         assert client.get("/readyz").status_code == 503
         # Repair the sink: the writer recovers by itself.
-        table_dir.unlink()
-        shutil.move(tmp_path / "parked", table_dir)
+        (tmp_path / "repair").symlink_to(parked)
+        os.replace(tmp_path / "repair", table_dir)
         deadline = time.monotonic() + 30
         while writer.stats().rows_pending and time.monotonic() < deadline:
             time.sleep(0.05)

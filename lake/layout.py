@@ -1,0 +1,139 @@
+"""Where the lake's files live.
+
+::
+
+    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<writer_id>-<seq:08d>.parquet
+    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/.tmp-<writer_id>-<seq:08d>-<random>.parquet
+
+A file is placed in the partition of its **flush time** (UTC wall clock when the writer
+wrote it), not of its rows' ``ts``. So one flush is always one file, and once an hour has
+passed no writer adds files to its partition, which is what lets a compactor treat that
+partition as closed. A row's ``ts`` is at or before its partition's hour (usually by less
+than the flush interval, more after the sink was down and rows were retried): filter on
+``ts``, not on ``dt``/``hour``; the manifest's ``min_ts``/``max_ts`` bound each file.
+
+Temp files live in the destination directory so the final rename is atomic (same file
+system), and their dot prefix hides them from Hive-style readers that glob a directory.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Final
+
+from lake.errors import LakeConfigError
+from lake.schemas import TableName
+
+__all__ = [
+    "TEMP_PREFIX",
+    "is_valid_writer_id",
+    "part_name",
+    "partition_dir",
+    "relative_path",
+    "temp_name",
+]
+
+TEMP_PREFIX: Final = ".tmp-"
+_WRITER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def is_valid_writer_id(writer_id: str) -> bool:
+    """Tell whether ``writer_id`` is safe in a file name and fits the manifest column.
+
+    Parameters
+    ----------
+    writer_id
+        Candidate id: 1 to 64 characters among letters, digits, ``_``, ``.`` and ``-``,
+        starting with a letter or digit.
+
+    Returns
+    -------
+    bool
+    """
+    return _WRITER_ID.fullmatch(writer_id) is not None
+
+
+def partition_dir(root: Path, table: TableName, at: datetime) -> Path:
+    """Return the partition directory for a file flushed at ``at``.
+
+    Parameters
+    ----------
+    root
+        Lake root directory.
+    table
+        Table name.
+    at
+        Flush time; converted to UTC (it must be timezone-aware).
+
+    Returns
+    -------
+    Path
+        ``root / table / "dt=YYYY-MM-DD" / "hour=HH"``.
+    """
+    if at.tzinfo is None:
+        msg = f"Partition time {at.isoformat()} must be timezone-aware."
+        raise LakeConfigError(msg)
+    utc = at.astimezone(UTC)
+    return root / table / f"dt={utc:%Y-%m-%d}" / f"hour={utc:%H}"
+
+
+def part_name(writer_id: str, seq: int) -> str:
+    """Return the file name of a writer's ``seq``-th part file.
+
+    Parameters
+    ----------
+    writer_id
+        A valid writer id (see ``is_valid_writer_id``).
+    seq
+        Per-writer sequence number, zero-padded to 8 digits.
+
+    Returns
+    -------
+    str
+        ``part-<writer_id>-<seq:08d>.parquet``.
+    """
+    return f"part-{writer_id}-{seq:08d}.parquet"
+
+
+def temp_name(writer_id: str, seq: int) -> str:
+    """Return a fresh temp file name for a part file being written.
+
+    The random suffix keeps two attempts (or two processes misconfigured with one writer
+    id) from ever writing into the same temp file.
+
+    Parameters
+    ----------
+    writer_id
+        A valid writer id.
+    seq
+        The sequence number the final file will have.
+
+    Returns
+    -------
+    str
+        ``.tmp-<writer_id>-<seq:08d>-<random>.parquet``.
+    """
+    return f"{TEMP_PREFIX}{writer_id}-{seq:08d}-{secrets.token_hex(4)}.parquet"
+
+
+def relative_path(root: Path, path: Path) -> str:
+    """Return ``path`` relative to the lake root, with POSIX separators.
+
+    This is the form stored in the manifest, so a lake keeps its meaning when its root is
+    mounted elsewhere.
+
+    Parameters
+    ----------
+    root
+        Lake root directory.
+    path
+        A file under ``root``.
+
+    Returns
+    -------
+    str
+    """
+    return PurePosixPath(*path.relative_to(root).parts).as_posix()
