@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -14,7 +15,9 @@ from sqlalchemy import event
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_body, install_handlers
+from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
+from api.reallocation import Reallocator
 from api.routes import allocations, experiments, ops, serving, variants
 from api.serving.pool import ModelPool, VariantKey
 from api.serving.service import ServingService
@@ -98,6 +101,16 @@ async def _refresh_loop(service: ServingService, settings: Settings) -> None:
             log.exception("refreshing the experiment snapshot failed; serving the last one")
 
 
+async def _reallocate_loop(reallocator: Reallocator) -> None:
+    """Every second, the replica holding the lease reallocates the experiments that are due."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await asyncio.to_thread(reallocator.run_due)
+        except Exception:
+            log.exception("the reallocation loop failed; retrying")
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the service. Heavy resources are created in the lifespan, not here."""
 
@@ -139,13 +152,23 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.readiness = lambda: {
             "lake": "ok" if all(w.healthy for w in writers.values()) else "failing",
         }
-        refresher = asyncio.get_running_loop().create_task(_refresh_loop(service, settings))
+        app.state.lake_stats = LakeStats(
+            engine, settings.lake_root, lookback=timedelta(seconds=settings.feedback_lookback_s)
+        )
+        reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
+        app.state.reallocator = reallocator
+        tasks = [asyncio.get_running_loop().create_task(_refresh_loop(service, settings))]
+        if settings.reallocate:
+            tasks.append(asyncio.get_running_loop().create_task(_reallocate_loop(reallocator)))
         try:
             yield
         finally:
-            refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if settings.reallocate:
+                await asyncio.to_thread(reallocator.release)
             await service.close()
             for writer in writers.values():
                 await asyncio.to_thread(writer.close, 30.0)

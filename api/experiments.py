@@ -9,7 +9,14 @@ from sqlalchemy.orm import Session, selectinload
 from api import allocations
 from api.errors import ConflictError, NotFoundError
 from api.policy_config import check_policy
-from api.schemas import ExperimentCreate, ExperimentOut, ExperimentPatch, Guardrails, RewardSpec
+from api.schemas import (
+    ExperimentCreate,
+    ExperimentOut,
+    ExperimentPatch,
+    Guardrails,
+    RewardSpec,
+    Stopping,
+)
 from api.store.models import AuditEvent, Experiment
 
 __all__ = [
@@ -58,6 +65,7 @@ def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -
         min_weight=body.min_weight,
         reallocate_every_s=body.reallocate_every_s,
         guardrails=body.guardrails.model_dump(),
+        stopping=body.stopping.model_dump(),
         status="draft",
     )
     session.add(experiment)
@@ -125,6 +133,8 @@ def patch_experiment(
         experiment.policy = {"kind": body.policy.kind, **params}
     if body.guardrails is not None:
         experiment.guardrails = body.guardrails.model_dump()
+    if body.stopping is not None:
+        experiment.stopping = body.stopping.model_dump()
     if body.min_weight is not None:
         experiment.min_weight = body.min_weight
     if body.reallocate_every_s is not None:
@@ -154,6 +164,7 @@ def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
         min_weight=experiment.min_weight,
         reallocate_every_s=experiment.reallocate_every_s,
         guardrails=Guardrails(**experiment.guardrails),
+        stopping=Stopping(**(experiment.stopping or {})),
         variants=[v.name for v in experiment.variants],
         allocation_version=current.version if current else None,
         created_at=experiment.created_at,

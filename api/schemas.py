@@ -23,6 +23,7 @@ __all__ = [
     "PredictOut",
     "PromoteBody",
     "RewardSpec",
+    "Stopping",
     "VariantOut",
     "VariantPatch",
 ]
@@ -70,6 +71,14 @@ class Guardrails(_Strict):
     max_p99_latency_ms: float | None = Field(default=None, gt=0)
 
 
+class Stopping(_Strict):
+    """When the report calls a winner, and whether the reallocator then promotes it."""
+
+    prob_best: float = Field(default=0.95, gt=0.5, lt=1)
+    expected_loss: float = Field(default=0.001, ge=0)
+    auto_promote: bool = False
+
+
 class ExperimentCreate(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=4000)
@@ -79,12 +88,14 @@ class ExperimentCreate(_Strict):
     min_weight: float = Field(default=0.0, ge=0, lt=1)
     reallocate_every_s: int = Field(default=60, ge=1, le=86_400)
     guardrails: Guardrails = Field(default_factory=Guardrails)
+    stopping: Stopping = Field(default_factory=Stopping)
 
 
 class ExperimentPatch(_Strict):
     description: str | None = Field(default=None, max_length=4000)
     policy: PolicySpec | None = None
     guardrails: Guardrails | None = None
+    stopping: Stopping | None = None
     min_weight: float | None = Field(default=None, ge=0, lt=1)
     reallocate_every_s: int | None = Field(default=None, ge=1, le=86_400)
     status: ExperimentStatus | None = None
@@ -100,6 +111,7 @@ class ExperimentOut(BaseModel):
     min_weight: float
     reallocate_every_s: int
     guardrails: Guardrails
+    stopping: Stopping
     variants: list[str]
     allocation_version: int | None
     created_at: datetime

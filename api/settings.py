@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     lake_buffer_rows: int = Field(default=200_000, gt=0)
     allocation_refresh_ms: int = Field(default=500, gt=0)
     reallocate: bool = True
+    feedback_lookback_s: int = Field(default=7 * 86_400, gt=0)
+    guardrail_min_requests: int = Field(default=100, gt=0)
+    lease_ttl_s: int = Field(default=30, gt=0)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from api import allocations, experiments
 from api.deps import AdminDep, SessionDep
 from api.errors import ConflictError, NotFoundError
+from api.reallocation import Reallocator
+from api.report import Report, build_report
 from api.schemas import AllocationOut, AllocationPut, PromoteBody
 from api.store.models import AllocationRow
 
@@ -108,3 +110,18 @@ def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
     )
     session.commit()
     return _out(row)
+
+
+@router.post("/reallocate")
+def reallocate(name: str, request: Request, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    experiment = experiments.get_experiment(session, name)
+    reallocator: Reallocator = request.app.state.reallocator
+    row = reallocator.reallocate(session, experiment, author=actor)
+    session.commit()
+    return _out(row)
+
+
+@router.get("/report")
+def report(name: str, request: Request, session: SessionDep, _: AdminDep) -> Report:
+    experiment = experiments.get_experiment(session, name)
+    return build_report(session, experiment, request.app.state.lake_stats)

@@ -26,7 +26,9 @@ Body = TypeVar("Body", bound=BaseModel)
 
 
 def _doc(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"application/json": {"schema": model.model_json_schema(ref_template="#/$defs/{model}")}}
+    schema = {
+        "application/json": {"schema": model.model_json_schema(ref_template="#/$defs/{model}")}
+    }
     return {"requestBody": {"required": True, "content": schema}}
 
 
@@ -55,9 +57,7 @@ async def predict_batch(name: str, request: Request) -> JSONResponse:
     return JSONResponse({"results": await service.predict_batch(name, rows)})
 
 
-@router.post(
-    "/v1/feedback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_doc(FeedbackBody)
-)
+@router.post("/v1/feedback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_doc(FeedbackBody))
 async def feedback(request: Request) -> JSONResponse:
     service, body = await _prepare(request, FeedbackBody)
     accepted = service.feedback([(body.request_id, body.reward, body.label)])
@@ -65,7 +65,9 @@ async def feedback(request: Request) -> JSONResponse:
 
 
 @router.post(
-    "/v1/feedback/batch", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_doc(BatchFeedbackBody)
+    "/v1/feedback/batch",
+    status_code=status.HTTP_202_ACCEPTED,
+    openapi_extra=_doc(BatchFeedbackBody),
 )
 async def feedback_batch(request: Request) -> JSONResponse:
     service, body = await _prepare(request, BatchFeedbackBody)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from api.store.types import UtcDateTime, utcnow
 from lake.manifest import metadata as lake_metadata
 
-__all__ = ["AllocationRow", "AuditEvent", "Base", "Experiment", "Variant"]
+__all__ = ["AllocationRow", "AuditEvent", "Base", "Experiment", "Lease", "Variant"]
 
 EXPERIMENT_STATUSES = ("draft", "running", "paused", "stopped")
 VARIANT_ROLES = ("arm", "shadow")
@@ -57,6 +57,7 @@ class Experiment(Base):
     min_weight: Mapped[float] = mapped_column(Float, default=0.0)
     reallocate_every_s: Mapped[int] = mapped_column(Integer, default=60)
     guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stopping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="draft")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -123,3 +124,13 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """A named lease: one replica at a time runs the reallocation loop."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column()

@@ -182,12 +182,28 @@ def test_failed_prediction_is_logged_and_answered_with_503(
     [
         ({"features": [1.0, 2.0]}, "wrong_feature_count", "has 2 values"),
         ({"features": [1.0, 2.0, 3.0, 4.0]}, "wrong_feature_count", "expects 3"),
-        ({"features": [1.0, "x", 3.0]}, "invalid_request", "features[1]: Input should be a valid number (got 'x')"),
-        ({"features": [1.0, None, 3.0]}, "invalid_request", "features[1]: Input should be a valid number (got None)"),
-        ({"features": [1.0, True, 3.0]}, "invalid_request", "features[1]: Input should be a valid number (got True)"),
+        (
+            {"features": [1.0, "x", 3.0]},
+            "invalid_request",
+            "features[1]: Input should be a valid number (got 'x')",
+        ),
+        (
+            {"features": [1.0, None, 3.0]},
+            "invalid_request",
+            "features[1]: Input should be a valid number (got None)",
+        ),
+        (
+            {"features": [1.0, True, 3.0]},
+            "invalid_request",
+            "features[1]: Input should be a valid number (got True)",
+        ),
         ({"features": {"f0": 1, "f1": 2, "f2": 3, "height": 4}}, "unknown_feature", "'height'"),
         ({"features": {"f0": 1, "f1": 2}}, "missing_feature", "'f2'"),
-        ({"features": {"f0": 1, "f1": "2", "f2": 3}}, "invalid_request", "features.f1: Input should be a valid number (got '2')"),
+        (
+            {"features": {"f0": 1, "f1": "2", "f2": 3}},
+            "invalid_request",
+            "features.f1: Input should be a valid number (got '2')",
+        ),
         ({"features": "1,2,3"}, "invalid_request", "features"),
         ({}, "invalid_request", "features"),
         ({"features": [1, 2, 3], "unit_id": ""}, "invalid_request", "unit_id"),

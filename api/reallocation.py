@@ -1,0 +1,239 @@
+"""Reallocation: lake statistics → guardrails → policy → a new allocation version.
+
+One replica at a time runs the periodic loop (it holds the ``reallocator`` lease);
+``POST /reallocate`` runs the same step on demand in whichever replica receives it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import secrets
+import socket
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api import allocations, leases
+from api.errors import ConflictError
+from api.lake_stats import LakeStats, VariantView, bandit_kind
+from api.settings import Settings
+from api.store.models import AllocationRow, AuditEvent, Experiment
+from api.store.types import utcnow
+from bandit.allocation import allocate
+from bandit.bayesian import bayes_summary
+from bandit.canary import ArmHealth
+from bandit.config import policy_from_dict
+
+__all__ = ["Reallocator"]
+
+log = logging.getLogger(__name__)
+
+LEASE = "reallocator"
+
+
+def _seed(experiment: str, version: int) -> int:
+    # Reproducible draws: the seed is a function of the experiment and the version it makes.
+    digest = hashlib.blake2b(f"{experiment}:{version}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _guardrail_reason(
+    view: VariantView, guardrails: dict[str, Any], min_requests: int
+) -> str | None:
+    if view.served < min_requests:
+        return None
+    max_error_rate = guardrails.get("max_error_rate")
+    if max_error_rate is not None and view.error_rate > max_error_rate:
+        return (
+            f"error rate {view.error_rate:.4g} over max_error_rate {max_error_rate:g} "
+            f"on {view.served} requests"
+        )
+    max_p99 = guardrails.get("max_p99_latency_ms")
+    p99 = view.p(0.99)
+    if max_p99 is not None and p99 is not None and p99 > max_p99:
+        return (
+            f"p99 latency {p99:.4g} ms over max_p99_latency_ms {max_p99:g} "
+            f"on {view.served} requests"
+        )
+    return None
+
+
+class Reallocator:
+    def __init__(
+        self, settings: Settings, session_factory: sessionmaker[Session], stats: LakeStats
+    ) -> None:
+        self._settings = settings
+        self._session_factory = session_factory
+        self.stats = stats
+        self.holder = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+
+    # -- one experiment ---------------------------------------------------------------
+
+    def _apply_guardrails(
+        self, session: Session, experiment: Experiment, views: list[VariantView], author: str
+    ) -> list[dict[str, Any]]:
+        pulled = []
+        arms = {v.name: v for v in experiment.variants if v.role == "arm" and v.status == "active"}
+        for view in views:
+            reason = _guardrail_reason(
+                view, experiment.guardrails or {}, self._settings.guardrail_min_requests
+            )
+            if reason is None or view.name not in arms:
+                continue
+            if len(arms) == 1:
+                log.warning(
+                    "%s: last arm %s fails its guardrail (%s)", experiment.name, view.name, reason
+                )
+                continue
+            variant = arms.pop(view.name)
+            variant.status = "disabled"
+            variant.status_reason = f"guardrail: {reason}"
+            details = {
+                "variant": view.name,
+                "reason": reason,
+                "served": view.served,
+                "errors": view.errors,
+                "p99_latency_ms": view.p(0.99),
+            }
+            session.add(
+                AuditEvent(
+                    experiment_id=experiment.id, actor=author, action="guardrail", details=details
+                )
+            )
+            pulled.append(details)
+        return pulled
+
+    def reallocate(self, session: Session, experiment: Experiment, *, author: str) -> AllocationRow:
+        """Run the experiment's policy on the lake and write the next allocation version."""
+        if experiment.status != "running":
+            msg = (
+                f"Experiment {experiment.name!r} is {experiment.status}; only a running "
+                "experiment is reallocated."
+            )
+            raise ConflictError(msg, code="experiment_not_running")
+        self.stats.refresh(session)
+        arm_rows = [v for v in experiment.variants if v.role == "arm" and v.status == "active"]
+        views = self.stats.variants(experiment.name, [(v.name, "arm") for v in arm_rows])
+        pulled = self._apply_guardrails(session, experiment, views, author)
+        names = allocations.active_arms(experiment)
+        if not names:
+            msg = f"Experiment {experiment.name!r} has no active arm to allocate traffic to."
+            raise ConflictError(msg, code="no_active_arm")
+        by_name = {v.name: v for v in views}
+        config = policy_from_dict(
+            experiment.policy["kind"], {k: v for k, v in experiment.policy.items() if k != "kind"}
+        )
+        if experiment.min_weight > config.min_weight:
+            config = dataclasses.replace(
+                config, min_weight=min(experiment.min_weight, 1.0 / len(names))
+            )
+        current = allocations.current_allocation(session, experiment)
+        version = (current.version + 1) if current else 1
+        seed = _seed(experiment.name, version)
+        kind = bandit_kind(experiment)
+        uses_buckets = config.discount < 1.0 or config.window is not None
+        arms_input = [
+            (n, by_name[n].buckets() if uses_buckets else by_name[n].rewards) for n in names
+        ]
+        health = {
+            n: ArmHealth(by_name[n].served, by_name[n].errors, by_name[n].p(0.99)) for n in names
+        }
+        decision = allocate(
+            arms_input,
+            config,
+            kind=kind,
+            rng=np.random.default_rng(seed),
+            previous=dict(current.weights) if current else None,
+            health=health,
+        )
+        weights = decision.weights
+        reason = decision.reason
+        if pulled:
+            reason = (
+                "Guardrail pulled "
+                + ", ".join(f"{p['variant']!r} ({p['reason']})" for p in pulled)
+                + ". "
+                + reason
+            )
+        prob_best = decision.prob_best
+        loss = decision.expected_loss
+        if prob_best is None and len(names) > 1:
+            summary = bayes_summary(
+                [by_name[n].rewards for n in names], kind=kind, rng=np.random.default_rng(seed)
+            )
+            prob_best = dict(zip(names, summary.prob_best.tolist(), strict=True))
+            loss = dict(zip(names, summary.expected_loss.tolist(), strict=True))
+        stopping = experiment.stopping or {}
+        winner = None
+        if prob_best and loss and len(names) > 1:
+            best = max(prob_best, key=lambda n: prob_best[n])
+            if prob_best[best] >= stopping.get("prob_best", 0.95) and loss[best] <= stopping.get(
+                "expected_loss", 0.001
+            ):
+                winner = best
+                if stopping.get("auto_promote"):
+                    weights = {n: 1.0 if n == best else 0.0 for n in names}
+                    reason += f" Stopping rule met: auto-promoting {best!r}."
+                else:
+                    reason += f" Stopping rule met: {best!r} is the winner."
+        row = allocations.record_allocation(
+            session,
+            experiment,
+            weights,
+            reason=reason,
+            author=author,
+            stats={
+                "policy": decision.policy,
+                "decision": decision.decision,
+                "seed": seed,
+                "means": decision.means,
+                "counts": decision.counts,
+                "prob_best": prob_best,
+                "expected_loss": loss,
+                "served": {n: by_name[n].served for n in names},
+                "errors": {n: by_name[n].errors for n in names},
+                "guardrails": pulled,
+                "winner": winner,
+                "watermarks": self.stats.watermarks,
+            },
+        )
+        return row
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run_due(self) -> int:
+        """One tick of the loop: if this replica holds the lease, reallocate what is due."""
+        done = 0
+        with self._session_factory() as session:
+            ttl = timedelta(seconds=self._settings.lease_ttl_s)
+            if not leases.acquire(session, LEASE, self.holder, ttl):
+                return 0
+            running = list(
+                session.scalars(select(Experiment).where(Experiment.status == "running"))
+            )
+            now = utcnow()
+            for experiment in running:
+                current = allocations.current_allocation(session, experiment)
+                due = (
+                    current is None
+                    or (now - current.created_at).total_seconds() >= experiment.reallocate_every_s
+                )
+                if not due:
+                    continue
+                try:
+                    self.reallocate(session, experiment, author="reallocator")
+                    session.commit()
+                    done += 1
+                except Exception:
+                    session.rollback()
+                    log.exception("reallocating %s failed; trying again next tick", experiment.name)
+        return done
+
+    def release(self) -> None:
+        with self._session_factory() as session:
+            leases.release(session, LEASE, self.holder)

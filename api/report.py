@@ -1,0 +1,223 @@
+"""The experiment report: per-variant rewards with intervals, tests and a verdict."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from api import allocations
+from api.lake_stats import LakeStats, VariantView, bandit_kind
+from api.store.models import AllocationRow, Experiment
+from bandit.bayesian import bayes_summary
+from bandit.frequentist import compare_to_control, mean_interval
+from bandit.ipw import ipw_estimate
+from bandit.sequential import msprt
+from bandit.srm import srm_test
+
+__all__ = ["Report", "VariantReport", "build_report"]
+
+ALPHA = 0.05
+SRM_ALPHA = 0.001
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+class TestResult(BaseModel):
+    method: str
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float
+    adjusted_p_value: float | None
+    sequential_p_value: float
+    sequential_decision: str
+
+
+class VariantReport(BaseModel):
+    name: str
+    role: str
+    status: str
+    weight: float | None
+    requests: int
+    rewarded: int
+    reward_mean: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ipw_mean: float | None
+    ipw_ci_low: float | None
+    ipw_ci_high: float | None
+    ipw_ess: float | None
+    ipw_max_weight: float | None
+    prob_best: float | None
+    expected_loss: float | None
+    test: TestResult | None
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    error_rate: float
+
+
+class Report(BaseModel):
+    experiment: str
+    status: str
+    reward: str
+    allocation_version: int | None
+    variants: list[VariantReport]
+    srm_p_value: float | None
+    srm_mismatch: bool
+    winner: str | None
+    verdict: str
+    watermarks: dict[str, int]
+
+
+def _expected_counts(
+    served: dict[int, dict[str, int]], history: list[AllocationRow], names: list[str]
+) -> tuple[list[float], list[float]]:
+    """Observed arm counts and the counts the logged allocation versions expected.
+
+    Each version's requests are split by that version's weights, so a weight change
+    mid-experiment does not look like a mismatch.
+    """
+    weights = {row.version: row.weights for row in history}
+    observed = [0.0] * len(names)
+    expected = [0.0] * len(names)
+    for version, counts in served.items():
+        total = sum(counts.get(n, 0) for n in names)
+        w = weights.get(version, {})
+        wsum = sum(float(w.get(n, 0.0)) for n in names)
+        for i, n in enumerate(names):
+            observed[i] += counts.get(n, 0)
+            if wsum > 0:
+                expected[i] += total * float(w.get(n, 0.0)) / wsum
+    return observed, expected
+
+
+def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> Report:
+    stats.refresh(session)
+    kind = bandit_kind(experiment)
+    current = allocations.current_allocation(session, experiment)
+    weights = dict(current.weights) if current else {}
+    arm_rows = [v for v in experiment.variants if v.role == "arm"]
+    shadow_rows = [v for v in experiment.variants if v.role == "shadow"]
+    arms = stats.variants(experiment.name, [(v.name, "arm") for v in arm_rows])
+    shadows = stats.variants(experiment.name, [(v.name, "shadow") for v in shadow_rows])
+    rewards = [a.rewards for a in arms]
+    n_total = int(sum(r.n for r in rewards))
+    bayes = None
+    if len(arms) > 1 and n_total > 0:
+        bayes = bayes_summary(rewards, kind=kind, rng=np.random.default_rng(0), draws=20_000)
+    tests = compare_to_control(rewards, kind=kind, alpha=ALPHA) if len(arms) > 1 else []
+
+    def variant_report(i: int, view: VariantView, status: str) -> VariantReport:
+        interval = mean_interval(view.rewards, kind=kind, alpha=ALPHA)
+        ipw = (
+            ipw_estimate(view.ipw(n_total), alpha=ALPHA)
+            if view.role == "arm" and view.rewards.n
+            else None
+        )
+        test = None
+        if view.role == "arm" and i > 0 and tests:
+            c = tests[i - 1]
+            seq = msprt(arms[0].rewards, view.rewards, kind=kind, alpha=ALPHA)
+            test = TestResult(
+                method=c.method,
+                diff=c.diff,
+                ci_low=_finite(c.ci_low),
+                ci_high=_finite(c.ci_high),
+                p_value=c.p_value,
+                adjusted_p_value=_finite(c.adjusted_p_value),
+                sequential_p_value=seq.p_value,
+                sequential_decision=seq.decision,
+            )
+        return VariantReport(
+            name=view.name,
+            role=view.role,
+            status=status,
+            weight=weights.get(view.name) if view.role == "arm" else None,
+            requests=view.served,
+            rewarded=int(view.rewards.n),
+            reward_mean=view.rewards.mean if view.rewards.n else None,
+            ci_low=_finite(interval.low) if view.rewards.n else None,
+            ci_high=_finite(interval.high) if view.rewards.n else None,
+            ipw_mean=ipw.value if ipw else None,
+            ipw_ci_low=_finite(ipw.ci_low) if ipw else None,
+            ipw_ci_high=_finite(ipw.ci_high) if ipw else None,
+            ipw_ess=ipw.ess if ipw else None,
+            ipw_max_weight=ipw.max_weight if ipw else None,
+            prob_best=float(bayes.prob_best[i])
+            if bayes is not None and view.role == "arm"
+            else None,
+            expected_loss=float(bayes.expected_loss[i])
+            if bayes is not None and view.role == "arm"
+            else None,
+            test=test,
+            latency_p50_ms=view.p(0.5),
+            latency_p99_ms=view.p(0.99),
+            error_rate=view.error_rate,
+        )
+
+    reports = [variant_report(i, a, arm_rows[i].status) for i, a in enumerate(arms)]
+    reports += [variant_report(-1, s, shadow_rows[i].status) for i, s in enumerate(shadows)]
+
+    names = [a.name for a in arms]
+    observed, expected = _expected_counts(
+        stats.served_by_version(experiment.name), allocations.history(session, experiment), names
+    )
+    srm = srm_test(observed, expected) if sum(observed) > 0 and len(names) > 1 else None
+    srm_mismatch = srm is not None and srm.p_value < SRM_ALPHA
+    stopping: dict[str, Any] = experiment.stopping or {}
+    winner = None
+    if bayes is not None:
+        best = int(np.argmax(bayes.prob_best))
+        if bayes.prob_best[best] >= stopping.get("prob_best", 0.95) and bayes.expected_loss[
+            best
+        ] <= stopping.get("expected_loss", 0.001):
+            winner = names[best]
+    verdict = _verdict(experiment, reports[: len(arms)], winner, srm_mismatch, srm)
+    return Report(
+        experiment=experiment.name,
+        status=experiment.status,
+        reward=f"{experiment.reward_kind}"
+        + (f"/{experiment.reward_metric}" if experiment.reward_metric else ""),
+        allocation_version=current.version if current else None,
+        variants=reports,
+        srm_p_value=srm.p_value if srm is not None else None,
+        srm_mismatch=srm_mismatch,
+        winner=winner,
+        verdict=verdict,
+        watermarks=stats.watermarks,
+    )
+
+
+def _verdict(
+    experiment: Experiment,
+    arms: list[VariantReport],
+    winner: str | None,
+    srm_mismatch: bool,
+    srm: Any,
+) -> str:
+    if srm_mismatch:
+        return (
+            f"Sample-ratio mismatch (p = {srm.p_value:.2g}): traffic does not follow the logged "
+            "allocation, so the comparisons cannot be trusted; check the assignment."
+        )
+    if not arms or all(a.rewarded == 0 for a in arms):
+        return "No rewarded requests yet."
+    if len(arms) == 1:
+        return f"Only one arm ({arms[0].name!r}); nothing to compare."
+    if winner is not None:
+        best = next(a for a in arms if a.name == winner)
+        return (
+            f"{winner!r} is best: P(best) = {best.prob_best:.3f}, expected loss "
+            f"{best.expected_loss:.2g}; the stopping rule is met."
+        )
+    leader = max(arms, key=lambda a: a.prob_best or 0.0)
+    return (
+        f"No winner yet: {leader.name!r} leads with P(best) = {(leader.prob_best or 0):.3f}; "
+        "keep collecting data."
+    )
