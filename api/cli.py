@@ -86,6 +86,59 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        msg = f"--arms must be comma-separated numbers such as 0.05,0.06; got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not values:
+        raise argparse.ArgumentTypeError("--arms needs at least one mean reward")
+    return values
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    import json
+
+    from bandit.config import policy_from_dict
+    from bandit.errors import BanditError
+    from bandit.simulate import simulate
+
+    params: dict[str, object] = {"min_weight": args.min_weight}
+    if args.policy == "epsilon_greedy":
+        params["epsilon"] = args.epsilon
+    if args.policy == "fixed":
+        params["weights"] = {f"arm{i}": 1 / len(args.arms) for i in range(len(args.arms))}
+    try:
+        policy = policy_from_dict(args.policy, params)
+        result = simulate(
+            args.arms,
+            reward=args.reward,
+            policy=policy,
+            horizon=args.horizon,
+            batch=args.batch,
+            seeds=args.seeds,
+            sigma=args.sigma,
+        )
+    except BanditError as exc:
+        raise CliError(str(exc).rstrip(".") + ".") from exc
+    if args.json:
+        print(json.dumps(result.to_dict()))  # noqa: T201
+        return
+    regret = result.to_dict()["regret"]
+    lines = [
+        f"policy {result.policy} on {args.reward} arms {list(result.arms)}: horizon "
+        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} seeds",
+        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),  # type: ignore[attr-defined]
+        "mean share per arm  "
+        + "  ".join(
+            f"arm{i} {share:.3f}"
+            for i, share in enumerate(result.pulls.mean(axis=0) / result.horizon)
+        ),
+    ]
+    print("\n".join(lines))  # noqa: T201
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
@@ -102,6 +155,24 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
     migrate.set_defaults(func=cmd_migrate)
+    sim = sub.add_parser(
+        "simulate", help="plan an experiment: a policy's regret on simulated arms"
+    )
+    sim.add_argument("--arms", type=_floats, required=True, help="true mean reward of each arm")
+    sim.add_argument("--horizon", type=int, default=100_000)
+    sim.add_argument("--batch", type=int, default=1000, help="requests between reallocations")
+    sim.add_argument(
+        "--policy",
+        default="thompson",
+        choices=["thompson", "epsilon_greedy", "ucb1", "fixed"],
+    )
+    sim.add_argument("--seeds", type=int, default=20)
+    sim.add_argument("--reward", default="bernoulli", choices=["bernoulli", "gaussian"])
+    sim.add_argument("--sigma", type=float, default=1.0, help="noise of gaussian arms")
+    sim.add_argument("--min-weight", type=float, default=0.0)
+    sim.add_argument("--epsilon", type=float, default=0.1)
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -19,7 +19,7 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +132,10 @@ def latency_quantile(histogram: NDArray[np.int64], q: float) -> float | None:
     return float(LATENCY_EDGES_MS[min(index, _LATENCY_BUCKETS - 1)])
 
 
-# (experiment, variant, role, version, propensity, prediction, ts) of a prediction.
-_Entry = tuple[str, str, str, int, float, float | None, datetime]
+# (experiment, variant, role, version, propensity, prediction, ts in µs) of a prediction.
+_Entry = tuple[str, str, str, int, float, float | None, int]
+# Rows folded per step: memory stays bounded by the lookback during a long catch-up.
+_CHUNK_ROWS = 1_000_000
 
 
 class LakeAggregator:
@@ -153,16 +155,16 @@ class LakeAggregator:
     def __init__(self, engine: Engine, root: Path | str, *, lookback: timedelta) -> None:
         self._engine = engine
         self._root = Path(root)
-        self._lookback = lookback
+        self._lookback_us = lookback // timedelta(microseconds=1)
         self._watermark = {"predictions": 0, "feedback": 0}
         self._totals: dict[ArmKey, Totals] = {}
         self._pending: dict[str, list[_Entry]] = {}
-        self._pending_order: deque[tuple[datetime, str]] = deque()
-        self._orphans: dict[str, tuple[datetime, float | None, str | None]] = {}
-        self._orphan_order: deque[tuple[datetime, str]] = deque()
-        self._rewarded: dict[str, datetime] = {}
-        self._rewarded_order: deque[tuple[datetime, str]] = deque()
-        self._latest: datetime | None = None
+        self._pending_order: deque[tuple[int, str]] = deque()
+        self._orphans: dict[str, tuple[int, float | None, str | None]] = {}
+        self._orphan_order: deque[tuple[int, str]] = deque()
+        self._rewarded: dict[str, int] = {}
+        self._rewarded_order: deque[tuple[int, str]] = deque()
+        self._latest = 0
         self._db = duckdb.connect()
         self._db.execute("SET TimeZone = 'UTC'")
 
@@ -183,42 +185,50 @@ class LakeAggregator:
         }
 
     def update(self, rules: Mapping[str, RewardRule]) -> int:
-        """Fold in every file registered since the last update; return the rows read."""
+        """Fold in every file registered since the last update; return the rows read.
+
+        Files are folded in manifest order, a chunk at a time; each table's watermark
+        advances after every chunk, so an interrupted catch-up resumes where it stopped.
+        """
+        new = files_since(self._engine, "predictions", self._watermark["predictions"])
+        new += files_since(self._engine, "feedback", self._watermark["feedback"])
+        new.sort(key=lambda e: int(e.id or 0))
         rows = 0
-        new_predictions = self._live(
-            files_since(self._engine, "predictions", self._watermark["predictions"])
-        )
-        new_feedback = self._live(
-            files_since(self._engine, "feedback", self._watermark["feedback"])
-        )
-        if new_predictions:
-            rows += self._fold_predictions(new_predictions[1], rules)
-            self._watermark["predictions"] = new_predictions[0]
-        if new_feedback:
-            rows += self._fold_feedback(new_feedback[1], rules)
-            self._watermark["feedback"] = new_feedback[0]
-        self._expire()
+        chunk: list[FileEntry] = []
+        size = 0
+        for entry in new:
+            chunk.append(entry)
+            size += entry.rows
+            if size >= _CHUNK_ROWS:
+                rows += self._fold(chunk, rules)
+                chunk, size = [], 0
+        if chunk:
+            rows += self._fold(chunk, rules)
         return rows
 
     # -- internals ------------------------------------------------------------------
 
-    def _live(self, entries: list[FileEntry]) -> tuple[int, list[str]] | None:
-        if not entries:
-            return None
-        last = max(int(e.id or 0) for e in entries)
-        paths = [
-            str(self._root / e.path)
-            for e in entries
-            if e.status == "live" and (self._root / e.path).exists()
-        ]
-        return last, paths
+    def _fold(self, chunk: list[FileEntry], rules: Mapping[str, RewardRule]) -> int:
+        def paths(table: str) -> list[str]:
+            return [
+                str(self._root / e.path)
+                for e in chunk
+                if e.table == table and e.status == "live" and (self._root / e.path).exists()
+            ]
 
-    def _query(self, sql: str, paths: list[str]) -> list[tuple[Any, ...]]:
-        if not paths:
-            return []
+        rows = self._fold_predictions(paths("predictions"), rules)
+        rows += self._fold_feedback(paths("feedback"), rules)
+        for entry in chunk:
+            table = entry.table
+            self._watermark[table] = max(self._watermark[table], int(entry.id or 0))
+        self._expire()
+        return rows
+
+    def _columns(self, sql: str, paths: list[str]) -> list[list[Any]]:
         listed = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
         source = f"read_parquet([{listed}], hive_partitioning = false)"
-        return self._db.execute(sql.format(source=source)).fetchall()
+        table = self._db.sql(sql.format(source=source)).to_arrow_table()
+        return [column.to_pylist() for column in table.columns]
 
     def _total(self, key: ArmKey) -> Totals:
         found = self._totals.get(key)
@@ -227,8 +237,10 @@ class LakeAggregator:
         return found
 
     def _fold_predictions(self, paths: list[str], rules: Mapping[str, RewardRule]) -> int:
+        if not paths:
+            return 0
         # Served, errors and the latency histogram: one vectorised pass in DuckDB.
-        grouped = self._query(
+        grouped = self._columns(
             "SELECT experiment, variant, role, allocation_version, "
             f"least(greatest(ceil(ln(greatest(latency_ms, 1e-9) / {_LATENCY_BASE_MS}) "
             f"/ ln({_LATENCY_RATIO})) - 1, 0), {_LATENCY_BUCKETS - 1})::INTEGER AS bucket, "
@@ -236,40 +248,48 @@ class LakeAggregator:
             "FROM {source} GROUP BY ALL",
             paths,
         )
-        for experiment, variant, role, version, bucket, served, errors in grouped:
+        for experiment, variant, role, version, bucket, served, errors in zip(
+            *grouped, strict=True
+        ):
             totals = self._total(ArmKey(experiment, variant, role, int(version)))
             totals.served += int(served)
             totals.errors += int(errors)
             totals.latency[int(bucket)] += int(served)
-        ok = self._query(
+        columns = self._columns(
             "SELECT request_id, experiment, variant, role, allocation_version, propensity, "
-            "prediction, ts FROM {source} WHERE status = 'ok' ORDER BY ts",
+            "prediction, epoch_us(ts) FROM {source} WHERE status = 'ok' ORDER BY ts",
             paths,
         )
-        for rid, experiment, variant, role, version, propensity, prediction, ts in ok:
-            entry: _Entry = (experiment, variant, role, int(version), propensity, prediction, ts)
-            if self._latest is None or ts > self._latest:
+        rewarded, pending, orphans = self._rewarded, self._pending, self._orphans
+        for rid, experiment, variant, role, version, propensity, prediction, ts in zip(
+            *columns, strict=True
+        ):
+            if ts > self._latest:
                 self._latest = ts
-            if rid in self._rewarded:
+            if rid in rewarded:
                 continue
-            found = self._pending.get(rid)
+            entry: _Entry = (experiment, variant, role, version, propensity, prediction, ts)
+            found = pending.get(rid)
             if found is None:
-                self._pending[rid] = [entry]
+                pending[rid] = [entry]
                 self._pending_order.append((ts, rid))
             else:
                 found.append(entry)
-            orphan = self._orphans.pop(rid, None)
-            if orphan is not None:
-                self._match(rid, orphan[0], orphan[1], orphan[2], rules)
-        return len(ok)
+            if rid in orphans:
+                fts, reward, label = orphans.pop(rid)
+                self._match(rid, fts, reward, label, rules)
+        return len(columns[0])
 
     def _fold_feedback(self, paths: list[str], rules: Mapping[str, RewardRule]) -> int:
-        rows = self._query(
-            "SELECT request_id, ts, reward, label FROM {source} ORDER BY ts, idempotency_key",
+        if not paths:
+            return 0
+        columns = self._columns(
+            "SELECT request_id, epoch_us(ts), reward, label FROM {source} "
+            "ORDER BY ts, idempotency_key",
             paths,
         )
-        for rid, ts, reward, label in rows:
-            if self._latest is None or ts > self._latest:
+        for rid, ts, reward, label in zip(*columns, strict=True):
+            if ts > self._latest:
                 self._latest = ts
             if rid in self._rewarded or rid in self._orphans:
                 continue
@@ -278,19 +298,19 @@ class LakeAggregator:
             else:
                 self._orphans[rid] = (ts, reward, label)
                 self._orphan_order.append((ts, rid))
-        return len(rows)
+        return len(columns[0])
 
     def _match(
         self,
         rid: str,
-        ts: datetime,
+        ts: int,
         reward: float | None,
         label: str | None,
         rules: Mapping[str, RewardRule],
     ) -> None:
         for entry in self._pending.pop(rid, []):
             experiment, variant, role, version, propensity, prediction, pts = entry
-            if pts + self._lookback < ts:
+            if pts + self._lookback_us < ts:
                 continue  # feedback after the lookback does not count
             rule = rules.get(experiment)
             if rule is None:
@@ -303,9 +323,7 @@ class LakeAggregator:
         self._rewarded_order.append((ts, rid))
 
     def _expire(self) -> None:
-        if self._latest is None:
-            return
-        cutoff = self._latest - self._lookback
+        cutoff = self._latest - self._lookback_us
         for order, store in (
             (self._pending_order, self._pending),
             (self._orphan_order, self._orphans),
