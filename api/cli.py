@@ -155,9 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
     migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
     migrate.set_defaults(func=cmd_migrate)
-    sim = sub.add_parser(
-        "simulate", help="plan an experiment: a policy's regret on simulated arms"
-    )
+    sim = sub.add_parser("simulate", help="plan an experiment: a policy's regret on simulated arms")
     sim.add_argument("--arms", type=_floats, required=True, help="true mean reward of each arm")
     sim.add_argument("--horizon", type=int, default=100_000)
     sim.add_argument("--batch", type=int, default=1000, help="requests between reallocations")

@@ -21,7 +21,9 @@ def create_bare_app() -> FastAPI:
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(
-        os.environ["BARE_MODEL"], options, providers=os.environ.get("BARE_PROVIDERS", "CPUExecutionProvider").split(",")
+        os.environ["BARE_MODEL"],
+        options,
+        providers=os.environ.get("BARE_PROVIDERS", "CPUExecutionProvider").split(","),
     )
     input_name = session.get_inputs()[0].name
     app = FastAPI()

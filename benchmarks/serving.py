@@ -85,10 +85,25 @@ def _wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def _run_wrk(url: str, concurrency: int, seconds: float, script: Path) -> Window:
-    cmd = [*_pin(1), "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    cmd = [
+        *_pin(1),
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{max(1, round(seconds))}s",
+        "-s",
+        str(script),
+        url,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     data = json.loads(out.strip().splitlines()[-1])
-    return Window(data["requests"] / data["seconds"], data["p50"], data["p99"], data["errors"], data["requests"])
+    return Window(
+        data["requests"] / data["seconds"],
+        data["p50"],
+        data["p99"],
+        data["errors"],
+        data["requests"],
+    )
 
 
 async def _httpx_load(url: str, concurrency: int, seconds: float) -> Window:
@@ -122,7 +137,9 @@ def load(url: str, concurrency: int, seconds: float, script: Path | None) -> Win
 
 def _metric(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{")
+    )
 
 
 def main() -> None:
@@ -152,7 +169,9 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     bin_dir = Path(sys.executable).parent
-    subprocess.run([str(bin_dir / "banditlake"), "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(bin_dir / "banditlake"), "migrate"], env=env, check=True, capture_output=True
+    )
     bare_port, bl_port = _free_port(), _free_port()
     bare = subprocess.Popen(
         [*_pin(0), str(bin_dir / "uvicorn"), "--factory", "benchmarks.bare_app:create_bare_app",
@@ -167,7 +186,9 @@ def main() -> None:
         _wait(f"http://127.0.0.1:{bare_port}/docs", bare)
         _wait(f"http://127.0.0.1:{bl_port}/healthz", service)
         api = httpx.Client(base_url=f"http://127.0.0.1:{bl_port}", timeout=30)
-        api.post("/v1/experiments", json={"name": "bench", "reward": {"kind": "binary"}}).raise_for_status()
+        api.post(
+            "/v1/experiments", json={"name": "bench", "reward": {"kind": "binary"}}
+        ).raise_for_status()
         for name in ("a", "b"):
             api.post(
                 "/v1/experiments/bench/variants",
@@ -216,7 +237,11 @@ def main() -> None:
         "seconds": args.seconds,
         "provider": provider,
         "microbatch": args.microbatch == "true",
-        "bare": {"rps": med("bare", "rps"), "p50_ms": med("bare", "p50") * 1e3, "p99_ms": med("bare", "p99") * 1e3},
+        "bare": {
+            "rps": med("bare", "rps"),
+            "p50_ms": med("bare", "p50") * 1e3,
+            "p99_ms": med("bare", "p99") * 1e3,
+        },
         "banditlake": {
             "rps": med("banditlake", "rps"),
             "p50_ms": med("banditlake", "p50") * 1e3,
@@ -233,13 +258,21 @@ def main() -> None:
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"generator {summary['generator']}, concurrency {args.concurrency}, {args.windows} windows of {args.seconds}s, provider {provider}")
+    print(
+        f"generator {summary['generator']}, concurrency {args.concurrency}, {args.windows} windows of {args.seconds}s, provider {provider}"
+    )
     for name in ("bare", "banditlake"):
         s = summary[name]
         per = ", ".join(f"{w.rps:.0f}" for w in results[name])
-        print(f"{name:>11}: {s['rps']:8.0f} req/s  p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  (windows: {per})")
-    print(f"throughput ratio {summary['throughput_ratio']:.3f}  p50 ratio {summary['p50_ratio']:.3f}  p99 ratio {summary['p99_ratio']:.3f}")
-    print(f"banditlake served {served:.0f} predictions; {lake_rows} rows in the lake ({'all' if summary['all_in_lake'] else 'NOT all'} landed); {summary['errors']} errors")
+        print(
+            f"{name:>11}: {s['rps']:8.0f} req/s  p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  (windows: {per})"
+        )
+    print(
+        f"throughput ratio {summary['throughput_ratio']:.3f}  p50 ratio {summary['p50_ratio']:.3f}  p99 ratio {summary['p99_ratio']:.3f}"
+    )
+    print(
+        f"banditlake served {served:.0f} predictions; {lake_rows} rows in the lake ({'all' if summary['all_in_lake'] else 'NOT all'} landed); {summary['errors']} errors"
+    )
 
 
 if __name__ == "__main__":
