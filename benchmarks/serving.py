@@ -151,6 +151,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--microbatch", default="true", choices=["true", "false"])
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE",
+        help="extra BANDITLAKE_* setting for the banditlake server (repeatable)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="banditlake-bench-"))
@@ -168,6 +172,7 @@ def main() -> None:
         else "CPUExecutionProvider",
         "PYTHONPATH": str(ROOT),
     }
+    service_env = env | dict(item.split("=", 1) for item in args.set)
     bin_dir = Path(sys.executable).parent
     subprocess.run(
         [str(bin_dir / "banditlake"), "migrate"], env=env, check=True, capture_output=True
@@ -180,7 +185,7 @@ def main() -> None:
     )  # fmt: skip
     service = subprocess.Popen(
         [*_pin(0), str(bin_dir / "banditlake"), "serve", "--port", str(bl_port)],
-        env=env, stderr=subprocess.PIPE,
+        env=service_env, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
         _wait(f"http://127.0.0.1:{bare_port}/docs", bare)

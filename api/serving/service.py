@@ -14,7 +14,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
@@ -31,6 +32,7 @@ from api.serving.pool import ModelPool, VariantKey
 from api.serving.runtime import ExperimentRuntime, Runtime, VariantRuntime, build_runtime
 from api.serving.sessions import CPU, LoadedModel
 from api.settings import Settings
+from api.store.models import AuditEvent
 from lake.schemas import FeedbackRow, PredictionRow
 from lake.writer import LakeWriter
 
@@ -38,7 +40,9 @@ __all__ = ["FeedbackItem", "PredictRequest", "Prediction", "ServingService"]
 
 log = logging.getLogger(__name__)
 
-Features = Sequence[float] | Mapping[str, float]
+# Pydantic hands over a plain list or dict of finite floats (``PredictBody`` checks them);
+# ``isinstance(x, dict)`` is checked rather than the much slower ABC ``Mapping``.
+Features = list[float] | dict[str, float]
 PredictRequest = tuple[Features, str | None]
 FeedbackItem = tuple[str, float | None, float | str | None]
 Prediction = dict[str, Any]
@@ -51,6 +55,16 @@ def _request_id(experiment_id: int, rng: random.Random) -> str:
     # The experiment id prefix lets feedback be checked without any lookup. 96 random bits
     # from a generator seeded per process by the OS: unique across replicas, no syscall.
     return f"{experiment_id}.{rng.getrandbits(96):024x}"
+
+
+def _finite(output: ModelOutput) -> ModelOutput:
+    # NaN or infinity is no answer (and no valid JSON): treat it as the model failing.
+    if not math.isfinite(output.prediction) or (
+        output.scores is not None and not all(map(math.isfinite, output.scores))
+    ):
+        msg = f"the model returned a non-finite output ({output.prediction}, {output.scores})"
+        raise ValueError(msg)
+    return output
 
 
 def experiment_id_of(request_id: str) -> int | None:
@@ -84,6 +98,7 @@ class ServingService:
         self.metrics = metrics
         self._session_factory = session_factory
         self._runtime = Runtime.empty()
+        self._token: tuple[int | None, frozenset[tuple[str, str]]] | None = None
         self._refresh_lock = threading.Lock()
         self._batchers: dict[VariantKey, tuple[LoadedModel, MicroBatcher]] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="onnx")
@@ -98,11 +113,20 @@ class ServingService:
     def runtime(self) -> Runtime:
         return self._runtime
 
-    def refresh(self) -> None:
-        """Rebuild the snapshot from the SQL store (called off the event loop)."""
+    def refresh(self, *, force: bool = True) -> None:
+        """Rebuild the snapshot from the SQL store (called off the event loop).
+
+        Every change to experiments, variants and allocations writes an audit event, so
+        the newest audit id is a change token: the periodic poll compares it (one cheap
+        query) and rebuilds only when something changed.
+        """
         with self._refresh_lock, self._session_factory() as session:
-            loaded = {(k.experiment, k.variant) for k in self.pool.providers()}
-            runtime = build_runtime(session, loaded)
+            loaded = frozenset((k.experiment, k.variant) for k in self.pool.providers())
+            token = (session.scalar(select(func.max(AuditEvent.id))), loaded)
+            if not force and token == self._token:
+                return
+            runtime = build_runtime(session, set(loaded))
+            self._token = token
         self._runtime = runtime
         for key, provider in self.pool.providers().items():
             self.metrics.provider.labels(key.experiment, key.variant, provider).set(1)
@@ -217,7 +241,7 @@ class ServingService:
     @staticmethod
     def check_features(exp: ExperimentRuntime, features: Features, field: str) -> None:
         """Refuse features that no variant of the experiment can take, naming the field."""
-        if isinstance(features, Mapping):
+        if isinstance(features, dict):
             unknown = [k for k in features if k not in exp.feature_names]
             if unknown:
                 msg = (
@@ -242,17 +266,12 @@ class ServingService:
                     f"{exp.positional_dim}."
                 )
                 raise InvalidRequestError(msg, code="wrong_feature_count")
-        values = features.values() if isinstance(features, Mapping) else features
-        for value in values:
-            if not math.isfinite(value):
-                msg = f"{field} contains {value}, which is not a finite number."
-                raise InvalidRequestError(msg, code="non_finite_feature")
 
     @staticmethod
     def _vector(
         variant: VariantRuntime, features: Features
     ) -> tuple[NDArray[np.float64], dict[str, float]]:
-        if isinstance(features, Mapping):
+        if isinstance(features, dict):
             values = [float(features[n]) for n in variant.feature_names]
             return np.asarray(values), dict(features)
         return np.asarray(features, dtype=np.float64), dict(
@@ -295,7 +314,7 @@ class ServingService:
             error = "model not loaded"
         else:
             try:
-                output = await self._run(key, model, x)
+                output = _finite(await self._run(key, model, x))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]
         latency = time.perf_counter() - start
@@ -351,7 +370,7 @@ class ServingService:
             if model is None:
                 error = "model not loaded"
             else:
-                output = await self._run(key, model, x)
+                output = _finite(await self._run(key, model, x))
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         status: Literal["ok", "error"] = "ok" if output is not None else "error"

@@ -21,7 +21,7 @@ from api.store.migrate import upgrade
 from tests.api.helpers import create_experiment, error_code, start, upload
 from tests.api.serving_support import W_A, W_B, flush, lake_rows, running_experiment
 from tests.conftest import make_client, make_settings
-from tests.onnx_models import classifier_model, fragile_model
+from tests.onnx_models import classifier_model, fragile_model, linear_model
 
 
 def _metric(client: TestClient, name: str, **labels: str) -> float:
@@ -364,3 +364,16 @@ def test_request_ids_are_unique(client: TestClient) -> None:
     ids = [r["request_id"] for r in response.json()["results"]]
     assert len(set(ids)) == 500
     assert all(math.isfinite(r["prediction"]) for r in response.json()["results"])
+
+
+def test_non_finite_model_output_is_a_model_error(client: TestClient) -> None:
+    create_experiment(client, "inf")
+    upload(client, "inf", "huge", linear_model([3e38, 3e38, 3e38]))
+    start(client, "inf")
+    response = client.post("/v1/experiments/inf/predict", json={"features": [10, 10, 10]})
+    assert response.status_code == 503
+    assert error_code(response) == "model_error"
+    assert "non-finite" in response.json()["error"]["message"]
+    fine = client.post("/v1/experiments/inf/predict", json={"features": [0, 0, 0]})
+    assert fine.status_code == 200
+    assert fine.json()["prediction"] == 0.0
