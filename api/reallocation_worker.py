@@ -50,7 +50,12 @@ def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None
 
 
 def run_child() -> None:
-    """Entry point of the process ``banditlake serve`` starts: it ends with its parent."""
+    """Entry point of the process ``banditlake serve`` starts: it ends with its parent.
+
+    It runs at a lower CPU priority: when cores are scarce, answering requests comes
+    before recomputing statistics that are only due once a minute.
+    """
+    os.nice(5)
     run_process(watch_parent=True)
 
 

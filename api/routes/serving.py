@@ -38,11 +38,25 @@ def _predict_json(result: dict[str, Any]) -> bytes:
     ).encode()
 
 
-def _doc(model: type[BaseModel]) -> dict[str, Any]:
+_NAME_PARAM = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "The experiment's name.",
+}
+
+
+def _doc(model: type[BaseModel], *, path_name: bool = False) -> dict[str, Any]:
+    # Declared here rather than as typed parameters so FastAPI does no per-request
+    # parameter solving on the hot path; the OpenAPI document stays complete.
     schema = {
         "application/json": {"schema": model.model_json_schema(ref_template="#/$defs/{model}")}
     }
-    return {"requestBody": {"required": True, "content": schema}}
+    doc: dict[str, Any] = {"requestBody": {"required": True, "content": schema}}
+    if path_name:
+        doc["parameters"] = [_NAME_PARAM]
+    return doc
 
 
 async def _prepare(request: Request, model: type[Body]) -> tuple[ServingService, Body]:
@@ -56,9 +70,12 @@ async def _prepare(request: Request, model: type[Body]) -> tuple[ServingService,
 
 
 @router.post(
-    "/v1/experiments/{name}/predict", response_model=PredictOut, openapi_extra=_doc(PredictBody)
+    "/v1/experiments/{name}/predict",
+    response_model=PredictOut,
+    openapi_extra=_doc(PredictBody, path_name=True),
 )
-async def predict(name: str, request: Request) -> Response:
+async def predict(request: Request) -> Response:
+    name: str = request.path_params["name"]
     service, body = await _prepare(request, PredictBody)
     return Response(
         _predict_json(await service.predict(name, body.features, body.unit_id)),
@@ -66,8 +83,11 @@ async def predict(name: str, request: Request) -> Response:
     )
 
 
-@router.post("/v1/experiments/{name}/predict/batch", openapi_extra=_doc(BatchPredictBody))
-async def predict_batch(name: str, request: Request) -> JSONResponse:
+@router.post(
+    "/v1/experiments/{name}/predict/batch", openapi_extra=_doc(BatchPredictBody, path_name=True)
+)
+async def predict_batch(request: Request) -> JSONResponse:
+    name: str = request.path_params["name"]
     service, body = await _prepare(request, BatchPredictBody)
     rows = [(row.features, row.unit_id) for row in body.rows]
     return JSONResponse({"results": await service.predict_batch(name, rows)})

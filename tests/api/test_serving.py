@@ -377,3 +377,13 @@ def test_non_finite_model_output_is_a_model_error(client: TestClient) -> None:
     fine = client.post("/v1/experiments/inf/predict", json={"features": [0, 0, 0]})
     assert fine.status_code == 200
     assert fine.json()["prediction"] == 0.0
+
+
+def test_openapi_documents_the_serving_bodies(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    predict = spec["paths"]["/v1/experiments/{name}/predict"]["post"]
+    assert predict["parameters"][0]["name"] == "name"
+    body = predict["requestBody"]["content"]["application/json"]["schema"]
+    assert "features" in body["properties"]
+    assert "items" in str(spec["paths"]["/v1/feedback/batch"]["post"]["requestBody"])
+    assert client.get("/docs").status_code == 200
