@@ -20,11 +20,12 @@ from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation import Reallocator
 from api.routes import allocations, experiments, ops, serving, variants
-from api.serving.pool import ModelPool, VariantKey
+from api.serving.pool import ModelPool
 from api.serving.service import ServingService
 from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
+from api.variants import sync_pool
 from lake.writer import LakeWriter
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -64,29 +65,8 @@ class BodyLimitMiddleware:
 
 def _load_models(app: FastAPI) -> None:
     """Load every stored variant; a model that fails is marked failed, the others serve."""
-    from api.variants import all_variants
-
-    settings: Settings = app.state.settings
-    pool: ModelPool = app.state.pool
     with app.state.session_factory() as session:
-        for experiment, variant in all_variants(session):
-            if variant.status == "disabled":
-                continue
-            key = VariantKey(experiment.name, variant.name)
-            try:
-                pool.load(
-                    key,
-                    settings.models_dir / variant.model_path,
-                    input_name=variant.input_name,
-                    output_name=variant.output_name,
-                    input_dim=variant.input_dim,
-                )
-            except Exception:
-                variant.status = "failed"
-                variant.status_reason = pool.failure(key)
-                continue
-            if variant.status == "failed":
-                variant.status, variant.status_reason = "active", None
+        sync_pool(session, app.state.pool, app.state.settings.models_dir, mark_failed=True)
         session.commit()
 
 

@@ -17,7 +17,7 @@ from api.schemas import VariantOut
 from api.serving.pool import ModelPool, VariantKey
 from api.store.models import AuditEvent, Experiment, Variant
 
-__all__ = ["add_variant", "get_variant", "set_active", "store_model", "to_out"]
+__all__ = ["add_variant", "get_variant", "set_active", "store_model", "sync_pool", "to_out"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -197,6 +197,37 @@ def to_out(pool: ModelPool, experiment: Experiment, variant: Variant) -> Variant
     )
 
 
-def all_variants(session: Session) -> list[tuple[Experiment, Variant]]:
+def sync_pool(
+    session: Session, pool: ModelPool, models_dir: Path, *, mark_failed: bool = False
+) -> bool:
+    """Load every enabled variant this process has no session for; ``True`` if any changed.
+
+    Runs at start (``mark_failed``: a model that cannot load is marked failed in the
+    store, with the reason) and on every snapshot refresh, so a variant uploaded through
+    another worker or replica starts serving here too, without a restart.
+    """
     stmt = select(Variant, Experiment).join(Experiment).where(Experiment.status != "stopped")
-    return [(e, v) for v, e in session.execute(stmt).all()]
+    changed = False
+    for variant, experiment in session.execute(stmt).all():
+        key = VariantKey(experiment.name, variant.name)
+        if variant.status == "disabled" or pool.get(key) is not None:
+            continue
+        if not mark_failed and (variant.status == "failed" or pool.failure(key) is not None):
+            continue
+        try:
+            pool.load(
+                key,
+                models_dir / variant.model_path,
+                input_name=variant.input_name,
+                output_name=variant.output_name,
+                input_dim=variant.input_dim,
+            )
+        except Exception:
+            if mark_failed:
+                variant.status = "failed"
+                variant.status_reason = pool.failure(key)
+            continue
+        changed = True
+        if mark_failed and variant.status == "failed":
+            variant.status, variant.status_reason = "active", None
+    return changed

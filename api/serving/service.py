@@ -33,6 +33,7 @@ from api.serving.runtime import ExperimentRuntime, Runtime, VariantRuntime, buil
 from api.serving.sessions import CPU, LoadedModel
 from api.settings import Settings
 from api.store.models import AuditEvent
+from api.variants import sync_pool
 from lake.schemas import FeedbackRow, PredictionRow
 from lake.writer import LakeWriter
 
@@ -98,7 +99,7 @@ class ServingService:
         self.metrics = metrics
         self._session_factory = session_factory
         self._runtime = Runtime.empty()
-        self._token: tuple[int | None, frozenset[tuple[str, str]]] | None = None
+        self._token: int | None = None
         self._refresh_lock = threading.Lock()
         self._batchers: dict[VariantKey, tuple[LoadedModel, MicroBatcher]] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="onnx")
@@ -121,11 +122,13 @@ class ServingService:
         query) and rebuilds only when something changed.
         """
         with self._refresh_lock, self._session_factory() as session:
-            loaded = frozenset((k.experiment, k.variant) for k in self.pool.providers())
-            token = (session.scalar(select(func.max(AuditEvent.id))), loaded)
+            token = session.scalar(select(func.max(AuditEvent.id)))
             if not force and token == self._token:
                 return
-            runtime = build_runtime(session, set(loaded))
+            # A variant uploaded through another worker or replica gets its session here.
+            sync_pool(session, self.pool, self.settings.models_dir)
+            loaded = {(k.experiment, k.variant) for k in self.pool.providers()}
+            runtime = build_runtime(session, loaded)
             self._token = token
         self._runtime = runtime
         for key, provider in self.pool.providers().items():

@@ -387,3 +387,27 @@ def test_openapi_documents_the_serving_bodies(client: TestClient) -> None:
     assert "features" in body["properties"]
     assert "items" in str(spec["paths"]["/v1/feedback/batch"]["post"]["requestBody"])
     assert client.get("/docs").status_code == 200
+
+
+def test_variant_uploaded_elsewhere_is_loaded_without_restart(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    with make_client(settings) as first, make_client(settings) as second:
+        running_experiment(first)
+        upload(first, "e", "late", linear_model([0.0, 0.0, 1.0]))
+        first.put("/v1/experiments/e/allocation", json={"weights": {"late": 1.0}})
+        deadline = time.monotonic() + 10
+        seen = None
+        while time.monotonic() < deadline:
+            seen = second.post("/v1/experiments/e/predict", json={"features": [1, 2, 3]}).json()
+            if seen.get("variant") == "late":
+                break
+            time.sleep(0.1)
+        assert seen is not None and seen["variant"] == "late"
+        assert seen["prediction"] == 3.0
+        late = next(
+            v for v in second.get("/v1/experiments/e/variants").json() if v["name"] == "late"
+        )
+        assert late["provider"] == "CPUExecutionProvider"
