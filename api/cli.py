@@ -169,6 +169,15 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     print("\n".join(lines))  # noqa: T201
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from api.demo import DemoError, run_demo
+
+    try:
+        run_demo(_settings(), rows=args.rows, port=args.port, seed=args.seed)
+    except DemoError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
@@ -205,6 +214,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--epsilon", type=float, default=0.1)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(func=cmd_simulate)
+    demo = sub.add_parser(
+        "demo", help="train three digit classifiers and run them as an experiment on real data"
+    )
+    demo.add_argument("--rows", type=int, default=3000, help="requests to replay")
+    demo.add_argument("--port", type=int, default=8000, help="port of the service to show")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
