@@ -215,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(func=cmd_simulate)
     demo = sub.add_parser(
-        "demo", help="train three digit classifiers and run them as an experiment on real data"
+        "demo", help="train three digit classifiers and run them as an experiment"
     )
     demo.add_argument("--rows", type=int, default=3000, help="requests to replay")
     demo.add_argument("--port", type=int, default=8000, help="port of the service to show")
