@@ -26,6 +26,7 @@ from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.variants import sync_pool
+from lake.janitor import janitor
 from lake.writer import LakeWriter
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -106,6 +107,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.session_factory = session_factory
         app.state.pool = ModelPool(device=settings.device, threads=settings.intra_op_threads)
         await asyncio.to_thread(_load_models, app)
+        # A crash mid-flush leaves at worst an unlisted temp file: clear old ones.
+        removed = await asyncio.to_thread(janitor, settings.lake_root)
+        if removed:
+            log.info("removed %d stale temp files from the lake", len(removed))
         writers = {
             table: LakeWriter(
                 settings.lake_root,

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     lake_buffer_rows: int = Field(default=200_000, gt=0)
     allocation_refresh_ms: int = Field(default=500, gt=0)
     reallocate: bool = True
-    feedback_lookback_s: int = Field(default=7 * 86_400, gt=0)
+    feedback_lookback_s: int = Field(default=86_400, gt=0)
     guardrail_min_requests: int = Field(default=100, gt=0)
     lease_ttl_s: int = Field(default=30, gt=0)
 
