@@ -18,6 +18,7 @@ from api.schemas import (
     Stopping,
 )
 from api.store.models import AuditEvent, Experiment
+from bandit.config import CanaryConfig, policy_from_dict
 
 __all__ = [
     "TRANSITIONS",
@@ -86,6 +87,26 @@ def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -
     return experiment
 
 
+def _initial_weights(experiment: Experiment, arms: list[str]) -> tuple[dict[str, float], str]:
+    """Equal weights, or for a canary its first stage (the candidate's share) over the control."""
+    config = policy_from_dict(
+        experiment.policy["kind"], {k: v for k, v in experiment.policy.items() if k != "kind"}
+    )
+    if isinstance(config, CanaryConfig):
+        candidate, control = config.candidate, config.control
+        if candidate not in arms or control not in arms:
+            msg = (
+                f"The canary's candidate {candidate!r} and control {control!r} must both be "
+                f"active arms of {experiment.name!r} (active arms: {arms})."
+            )
+            raise ConflictError(msg, code="canary_arms_missing")
+        share = float(config.stages[0])
+        weights = {arm: 0.0 for arm in arms}
+        weights[candidate], weights[control] = share, 1.0 - share
+        return weights, f"start: canary stage 1, {share:g} of traffic to {candidate!r}"
+    return allocations.equal_weights(arms), "start: equal weights over the active arms"
+
+
 def _transition(session: Session, experiment: Experiment, target: str, *, actor: str) -> None:
     if target == experiment.status:
         return
@@ -101,13 +122,8 @@ def _transition(session: Session, experiment: Experiment, target: str, *, actor:
         if not arms:
             msg = f"Experiment {experiment.name!r} has no active arm; upload a variant first."
             raise ConflictError(msg, code="no_active_arm")
-        allocations.record_allocation(
-            session,
-            experiment,
-            allocations.equal_weights(arms),
-            reason="start: equal weights over the active arms",
-            author=actor,
-        )
+        weights, reason = _initial_weights(experiment, arms)
+        allocations.record_allocation(session, experiment, weights, reason=reason, author=actor)
     session.add(
         AuditEvent(
             experiment_id=experiment.id,

@@ -199,3 +199,29 @@ def test_periodic_loop_reallocates_when_due(tmp_path: Path, sqlite_url: str) -> 
         assert version >= 3
         latest = client.get("/v1/experiments/loop/allocation").json()
         assert latest["author"] == "reallocator"
+
+
+def test_canary_ramps_the_candidate_in_stages(client: TestClient) -> None:
+    policy = {
+        "kind": "canary",
+        "candidate": "b",
+        "control": "a",
+        "stages": [0.1, 0.5, 1.0],
+        "min_samples": 50,
+        "margin": 0.5,
+    }
+    create_experiment(client, "can", policy=policy)
+    upload(client, "can", "a", linear_model([1.0, 0.0, 0.0]))
+    upload(client, "can", "b", linear_model([0.0, 1.0, 0.0]))
+    start(client, "can")
+    first = client.post("/v1/experiments/can/reallocate").json()
+    assert first["weights"]["b"] == pytest.approx(0.1)
+    rng = np.random.default_rng(5)
+    shares = [first["weights"]["b"]]
+    for _ in range(3):
+        _traffic(client, "can", 600, {"a": 0.5, "b": 0.5}, rng)
+        step = client.post("/v1/experiments/can/reallocate").json()
+        shares.append(step["weights"]["b"])
+        assert step["stats"]["policy"] == "canary"
+    assert shares == sorted(shares), shares
+    assert shares[-1] > shares[0]
