@@ -19,7 +19,7 @@ from api.errors import error_body, install_handlers
 from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation import Reallocator
-from api.routes import allocations, experiments, ops, serving, variants
+from api.routes import allocations, dashboard, experiments, ops, serving, variants
 from api.serving.pool import ModelPool
 from api.serving.service import ServingService
 from api.serving.sessions import DeviceUnavailableError, cuda_available
@@ -168,6 +168,9 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(writer.close, 30.0)
             service.sync_metrics()
             engine.dispose()
+            # Let the collector see everything again, so objects held by extension modules
+            # are released normally at exit.
+            gc.unfreeze()
 
     app = FastAPI(
         title="banditlake",
@@ -193,6 +196,7 @@ def create_app(settings: Settings) -> FastAPI:
         experiments.router,
         variants.router,
         allocations.router,
+        dashboard.router,
     ):
         app.include_router(router)
     return app

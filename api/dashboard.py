@@ -1,0 +1,279 @@
+"""The dashboard's panels: typed JSON assembled from the SQL store, the report and the lake.
+
+Cumulative figures (tests, P(best), SRM, latency, error rate, the verdict) come from
+:func:`api.report.build_report`, which reads the incremental aggregates; the allocation
+history comes from the SQL store; time series and feature drift come from
+:mod:`lake.dashboard`, which reads only the lake files that overlap their windows.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from api import allocations
+from api.experiments import list_experiments
+from api.lake_stats import LakeStats, bandit_kind, reward_rule
+from api.report import ALPHA, build_report
+from api.store.models import Experiment
+from bandit.frequentist import mean_interval
+from bandit.stats import ArmStats
+from lake.dashboard import feature_drift, time_buckets
+from lake.reader import Lake
+
+__all__ = [
+    "AllocationHistory",
+    "AllocationStep",
+    "DriftOut",
+    "ExperimentSummary",
+    "FeatureDriftOut",
+    "TimeSeries",
+    "VariantSeries",
+    "WindowOut",
+    "allocation_history",
+    "drift",
+    "summaries",
+    "time_series",
+]
+
+
+class ExperimentSummary(BaseModel):
+    name: str
+    description: str
+    status: str
+    reward: str
+    policy: str
+    variants: list[str]
+    allocation_version: int | None
+    requests: int
+    rewarded: int
+    winner: str | None
+    srm_mismatch: bool
+    verdict: str
+    updated_at: datetime
+
+
+class AllocationStep(BaseModel):
+    version: int
+    created_at: datetime
+    weights: dict[str, float]
+    reason: str
+    author: str
+    prob_best: dict[str, float] | None
+
+
+class AllocationHistory(BaseModel):
+    """Allocation versions oldest first: each holds from its ``created_at`` to the next."""
+
+    experiment: str
+    variants: list[str]
+    steps: list[AllocationStep]
+    now: datetime
+
+
+class VariantSeries(BaseModel):
+    """One variant's values per bucket, aligned with :attr:`TimeSeries.times`."""
+
+    name: str
+    role: str
+    requests: list[int]
+    errors: list[int]
+    error_rate: list[float | None]
+    rewarded: list[int]
+    reward_mean: list[float | None]
+    ci_low: list[float | None]
+    ci_high: list[float | None]
+    latency_p50_ms: list[float | None]
+    latency_p99_ms: list[float | None]
+
+
+class TimeSeries(BaseModel):
+    experiment: str
+    hours: int
+    start: datetime
+    end: datetime
+    bucket_seconds: float
+    times: list[datetime]
+    variants: list[VariantSeries]
+
+
+class WindowOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class FeatureDriftOut(BaseModel):
+    name: str
+    psi: float | None
+    drifted: bool
+    reference_rows: int
+    current_rows: int
+    reference_mean: float | None
+    current_mean: float | None
+    reference_share: list[float]
+    current_share: list[float]
+
+
+class DriftOut(BaseModel):
+    experiment: str
+    hours: int
+    threshold: float
+    reference: WindowOut | None
+    current: WindowOut | None
+    features: list[FeatureDriftOut]
+    drifted: list[str]
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def summaries(session: Session, stats: LakeStats) -> list[ExperimentSummary]:
+    """Every experiment with its status and the report's verdict, oldest first."""
+    out = []
+    for experiment in list_experiments(session):
+        report = build_report(session, experiment, stats)
+        arms = [v for v in report.variants if v.role == "arm"]
+        out.append(
+            ExperimentSummary(
+                name=experiment.name,
+                description=experiment.description,
+                status=experiment.status,
+                reward=report.reward,
+                policy=str(experiment.policy.get("kind", "")),
+                variants=[v.name for v in experiment.variants],
+                allocation_version=report.allocation_version,
+                requests=sum(v.requests for v in arms),
+                rewarded=sum(v.rewarded for v in arms),
+                winner=report.winner,
+                srm_mismatch=report.srm_mismatch,
+                verdict=report.verdict,
+                updated_at=experiment.updated_at,
+            )
+        )
+    return out
+
+
+def allocation_history(session: Session, experiment: Experiment) -> AllocationHistory:
+    rows = allocations.history(session, experiment, limit=10_000)
+    steps = []
+    for row in reversed(rows):
+        stats = row.stats or {}
+        prob_best = stats.get("prob_best")
+        steps.append(
+            AllocationStep(
+                version=row.version,
+                created_at=row.created_at,
+                weights={k: float(w) for k, w in row.weights.items()},
+                reason=row.reason,
+                author=row.author,
+                prob_best={k: float(p) for k, p in prob_best.items()}
+                if isinstance(prob_best, dict)
+                else None,
+            )
+        )
+    return AllocationHistory(
+        experiment=experiment.name,
+        variants=[v.name for v in experiment.variants if v.role == "arm"],
+        steps=steps,
+        now=datetime.now(UTC),
+    )
+
+
+def time_series(
+    lake: Lake,
+    experiment: Experiment,
+    *,
+    hours: int,
+    buckets: int,
+    lookback: timedelta,
+) -> TimeSeries:
+    """Per-variant requests, reward rate with its 95% interval, errors and latency."""
+    kind = bandit_kind(experiment)
+    found = time_buckets(
+        lake,
+        experiment.name,
+        reward_rule(experiment),
+        hours=hours,
+        buckets=buckets,
+        lookback=lookback,
+    )
+    series = []
+    for v in found.variants:
+        means: list[float | None] = []
+        lows: list[float | None] = []
+        highs: list[float | None] = []
+        for n, total, total_sq in zip(v.rewarded, v.reward_sum, v.reward_sum_sq, strict=True):
+            if n == 0:
+                means.append(None)
+                lows.append(None)
+                highs.append(None)
+                continue
+            interval = mean_interval(
+                ArmStats(n=n, sum=total, sum_sq=total_sq), kind=kind, alpha=ALPHA
+            )
+            means.append(total / n)
+            lows.append(_finite(interval.low))
+            highs.append(_finite(interval.high))
+        series.append(
+            VariantSeries(
+                name=v.variant,
+                role=v.role,
+                requests=list(v.requests),
+                errors=list(v.errors),
+                error_rate=[
+                    e / n if n else None for e, n in zip(v.errors, v.requests, strict=True)
+                ],
+                rewarded=list(v.rewarded),
+                reward_mean=means,
+                ci_low=lows,
+                ci_high=highs,
+                latency_p50_ms=list(v.latency_p50_ms),
+                latency_p99_ms=list(v.latency_p99_ms),
+            )
+        )
+    return TimeSeries(
+        experiment=experiment.name,
+        hours=hours,
+        start=found.start,
+        end=found.end,
+        bucket_seconds=found.width.total_seconds(),
+        times=list(found.starts),
+        variants=series,
+    )
+
+
+def drift(lake: Lake, experiment: Experiment, *, hours: int) -> DriftOut:
+    """PSI per feature of the last ``hours`` of traffic against the first ``hours``."""
+    names = {n: None for v in experiment.variants for n in v.feature_names}
+    found = feature_drift(lake, experiment.name, features=list(names) or None, hours=hours)
+    features = [
+        FeatureDriftOut(
+            name=f.name,
+            psi=f.psi,
+            drifted=f.drifted,
+            reference_rows=f.reference_rows,
+            current_rows=f.current_rows,
+            reference_mean=f.reference_mean,
+            current_mean=f.current_mean,
+            reference_share=list(f.reference_share),
+            current_share=list(f.current_share),
+        )
+        for f in found.features
+    ]
+    return DriftOut(
+        experiment=experiment.name,
+        hours=hours,
+        threshold=found.threshold,
+        reference=WindowOut(start=found.reference.start, end=found.reference.end)
+        if found.reference
+        else None,
+        current=WindowOut(start=found.current.start, end=found.current.end)
+        if found.current
+        else None,
+        features=features,
+        drifted=[f.name for f in features if f.drifted],
+    )

@@ -1,0 +1,106 @@
+"""``/dashboard``: the experiment dashboard page, its assets, and its JSON panels.
+
+The page and its assets hold no data and need no token (like ``/docs``). The JSON
+panels under ``/dashboard/api`` expose experiment data, so they take the admin token
+(loopback callers need none while no token is configured); the page sends the token it
+was given in ``?token=`` or kept in ``localStorage`` as a bearer header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Final
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+
+from api import dashboard, experiments
+from api.deps import AdminDep, SessionDep, SettingsDep
+from api.errors import NotFoundError
+from api.report import Report, build_report
+from lake.reader import Lake, open_lake
+
+router = APIRouter(tags=["dashboard"])
+
+STATIC: Final = Path(__file__).resolve().parents[1] / "static"
+# Only files shipped with the package are served: a fixed map, so no path from the URL
+# ever reaches the file system.
+_ASSETS: Final = {
+    p.relative_to(STATIC).as_posix(): p for p in sorted(STATIC.rglob("*")) if p.is_file()
+}
+_NO_CACHE: Final = {"Cache-Control": "no-cache"}
+
+Hours = Annotated[int, Query(ge=1, le=24 * 90, description="Window length in hours.")]
+Buckets = Annotated[int, Query(ge=1, le=1000, description="Number of time buckets.")]
+
+
+def get_lake(request: Request, settings: SettingsDep) -> Iterator[Lake]:
+    """A manifest snapshot taken for this request."""
+    with open_lake(request.app.state.engine, settings.lake_root) as lake:
+        yield lake
+
+
+LakeDep = Annotated[Lake, Depends(get_lake)]
+
+
+@router.get("/dashboard", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC / "dashboard.html", headers=_NO_CACHE)
+
+
+@router.get("/dashboard/static/{path:path}", include_in_schema=False)
+async def asset(path: str) -> FileResponse:
+    found = _ASSETS.get(path)
+    if found is None:
+        msg = f"The dashboard has no file {path!r}."
+        raise NotFoundError(msg, code="asset_not_found")
+    return FileResponse(found, headers=_NO_CACHE)
+
+
+@router.get("/dashboard/api/experiments")
+def experiment_list(
+    request: Request, _: AdminDep, session: SessionDep
+) -> list[dashboard.ExperimentSummary]:
+    return dashboard.summaries(session, request.app.state.lake_stats)
+
+
+@router.get("/dashboard/api/experiments/{name}/report")
+def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Report:
+    experiment = experiments.get_experiment(session, name)
+    return build_report(session, experiment, request.app.state.lake_stats)
+
+
+@router.get("/dashboard/api/experiments/{name}/allocations")
+def allocation_history(name: str, _: AdminDep, session: SessionDep) -> dashboard.AllocationHistory:
+    experiment = experiments.get_experiment(session, name)
+    return dashboard.allocation_history(session, experiment)
+
+
+@router.get("/dashboard/api/experiments/{name}/timeseries")
+def time_series(
+    name: str,
+    _: AdminDep,
+    session: SessionDep,
+    lake: LakeDep,
+    settings: SettingsDep,
+    hours: Hours = 24,
+    buckets: Buckets = 48,
+) -> dashboard.TimeSeries:
+    experiment = experiments.get_experiment(session, name)
+    return dashboard.time_series(
+        lake,
+        experiment,
+        hours=hours,
+        buckets=buckets,
+        lookback=timedelta(seconds=settings.feedback_lookback_s),
+    )
+
+
+@router.get("/dashboard/api/experiments/{name}/drift")
+def drift(
+    name: str, _: AdminDep, session: SessionDep, lake: LakeDep, hours: Hours = 24
+) -> dashboard.DriftOut:
+    experiment = experiments.get_experiment(session, name)
+    return dashboard.drift(lake, experiment, hours=hours)

@@ -1,0 +1,450 @@
+/* banditlake experiment dashboard: plain JavaScript over the /dashboard/api JSON panels,
+   charts drawn with the vendored uPlot. Every value from the server goes into the page as
+   text (textContent), never as HTML. */
+(function () {
+  "use strict";
+
+  const REFRESH_MS = 5000;
+  const TOKEN_KEY = "banditlake.adminToken";
+  const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"];
+  const API = "/dashboard/api/experiments";
+
+  const state = { paused: false, busy: false, timer: null, charts: {}, colors: {} };
+
+  // -- token: ?token= is kept in localStorage and removed from the address bar ------------
+  (function takeToken() {
+    const params = new URLSearchParams(window.location.search);
+    const token = params.get("token");
+    if (token === null) return;
+    try {
+      if (token) window.localStorage.setItem(TOKEN_KEY, token);
+      else window.localStorage.removeItem(TOKEN_KEY);
+    } catch (e) { state.token = token; }
+    params.delete("token");
+    const query = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : "") + window.location.hash);
+  })();
+
+  function token() {
+    if (state.token) return state.token;
+    try { return window.localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
+  class ApiError extends Error {
+    constructor(status, message) { super(message); this.status = status; }
+  }
+
+  async function api(path) {
+    const headers = { Accept: "application/json" };
+    const t = token();
+    if (t) headers.Authorization = "Bearer " + t;
+    const response = await fetch(path, { headers: headers, cache: "no-store" });
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const message = body && body.error ? body.error.message : "The server answered " + response.status + ".";
+      throw new ApiError(response.status, message);
+    }
+    return body;
+  }
+
+  // -- small DOM and formatting helpers ----------------------------------------------------
+  function $(selector, root) { return (root || document).querySelector(selector); }
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "text") node.textContent = v;
+      else if (k === "style") node.style.cssText = v;
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const child of children || []) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
+  function isNum(x) { return typeof x === "number" && isFinite(x); }
+  function num(x, digits) { return isNum(x) ? x.toLocaleString("en-US", { maximumFractionDigits: digits === undefined ? 0 : digits }) : "–"; }
+  function fixed(x, digits) { return isNum(x) ? x.toFixed(digits) : "–"; }
+  function sig(x, digits) { return isNum(x) ? Number(x.toPrecision(digits || 3)).toString() : "–"; }
+  function pct(x, digits) { return isNum(x) ? (100 * x).toFixed(digits === undefined ? 1 : digits) + "%" : "–"; }
+  function pval(p) { return isNum(p) ? (p < 0.001 ? "<0.001" : p.toFixed(3)) : "–"; }
+  function interval(lo, hi, digits) { return isNum(lo) && isNum(hi) ? "[" + fixed(lo, digits) + ", " + fixed(hi, digits) + "]" : ""; }
+  function seconds(iso) { return Date.parse(iso) / 1000; }
+  function badge(status) { return el("span", { class: "badge status-" + status, text: status }); }
+
+  function colorOf(name) {
+    if (!(name in state.colors)) state.colors[name] = PALETTE[Object.keys(state.colors).length % PALETTE.length];
+    return state.colors[name];
+  }
+
+  function showBanner(message) {
+    const banner = $("#banner");
+    banner.textContent = message;
+    banner.hidden = !message;
+  }
+
+  function replaceRows(tbody, rows) { tbody.replaceChildren(...rows); }
+
+  // -- charts ---------------------------------------------------------------------------------
+  const utc = function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
+
+  function chartWidth(container) { return Math.max(240, Math.floor(container.clientWidth || container.parentNode.clientWidth || 480)); }
+
+  function legend(panel, items) {
+    $(".legend", panel).replaceChildren(...items.map(function (item) {
+      return el("span", { class: "legend-item" + (item.dash ? " dashed" : "") }, [
+        el("span", { class: "swatch", style: "border-color:" + item.color }),
+        item.label,
+      ]);
+    }));
+  }
+
+  function countPoints(data) {
+    let points = 0;
+    for (let i = 1; i < data.length; i++) for (const v of data[i]) if (v !== null && v !== undefined) points++;
+    return points;
+  }
+
+  /* Draw ``data`` in the panel's chart; reuse the chart while its series stay the same. */
+  function draw(panelId, key, makeOpts, data) {
+    const panel = document.getElementById(panelId);
+    const container = $(".chart", panel);
+    container.dataset.points = String(countPoints(data));
+    const existing = state.charts[panelId];
+    if (existing && existing.key === key) {
+      existing.chart.setData(data);
+      return;
+    }
+    if (existing) existing.chart.destroy();
+    container.replaceChildren();
+    const opts = makeOpts();
+    opts.width = chartWidth(container);
+    opts.height = opts.height || 220;
+    opts.legend = { show: false };
+    const chart = new uPlot(opts, data, container);
+    state.charts[panelId] = { key: key, chart: chart };
+  }
+
+  function timeAxes(yLabel, yValues) {
+    return [
+      { stroke: "#475569", grid: { stroke: "#e2e8f0" } },
+      { label: yLabel, stroke: "#475569", grid: { stroke: "#e2e8f0" }, size: 60, values: yValues },
+    ];
+  }
+
+  const stepped = function () { return uPlot.paths.stepped({ align: 1 }); };
+
+  function drawAllocation(history, report) {
+    const names = history.variants.length ? history.variants : Object.keys(history.steps.length ? history.steps[history.steps.length - 1].weights : {});
+    const panel = document.getElementById("panel-allocation");
+    legend(panel, names.map(function (n) { return { label: n, color: colorOf(n) }; }));
+    const xs = history.steps.map(function (s) { return seconds(s.created_at); });
+    const now = Math.max(seconds(history.now), xs.length ? xs[xs.length - 1] : 0);
+    const data = [xs.concat([now])];
+    for (const n of names) {
+      const ys = history.steps.map(function (s) { return n in s.weights ? s.weights[n] : 0; });
+      data.push(ys.concat([ys.length ? ys[ys.length - 1] : null]));
+    }
+    draw("panel-allocation", "alloc:" + names.join("|"), function () {
+      return {
+        tzDate: utc,
+        scales: { x: { time: true }, y: { range: [0, 1] } },
+        axes: timeAxes("weight", function (u, vals) { return vals.map(function (v) { return pct(v, 0); }); }),
+        series: [{}].concat(names.map(function (n) {
+          return { label: n, stroke: colorOf(n), width: 2, paths: stepped(), points: { show: false } };
+        })),
+      };
+    }, data);
+
+    // P(best): the value logged with each reallocation, then the report's current one.
+    const pbestPanel = document.getElementById("panel-pbest");
+    legend(pbestPanel, names.map(function (n) { return { label: n, color: colorOf(n) }; }));
+    const logged = history.steps.filter(function (s) { return s.prob_best; });
+    const px = logged.map(function (s) { return seconds(s.created_at); });
+    const current = {};
+    for (const v of report.variants) if (v.role === "arm" && isNum(v.prob_best)) current[v.name] = v.prob_best;
+    const hasNow = Object.keys(current).length > 0;
+    if (hasNow) px.push(Math.max(now, px.length ? px[px.length - 1] : 0));
+    const pdata = [px];
+    for (const n of names) {
+      const ys = logged.map(function (s) { return n in s.prob_best ? s.prob_best[n] : null; });
+      if (hasNow) ys.push(n in current ? current[n] : null);
+      pdata.push(ys);
+    }
+    draw("panel-pbest", "pbest:" + names.join("|"), function () {
+      return {
+        tzDate: utc,
+        scales: { x: { time: true }, y: { range: [0, 1] } },
+        axes: timeAxes("P(best)", function (u, vals) { return vals.map(function (v) { return fixed(v, 2); }); }),
+        series: [{}].concat(names.map(function (n) {
+          return { label: n, stroke: colorOf(n), width: 2, paths: stepped(), points: { show: true, size: 6, fill: colorOf(n) } };
+        })),
+      };
+    }, pdata);
+  }
+
+  function drawSeries(series) {
+    const xs = series.times.map(seconds);
+    const variants = series.variants;
+    const key = variants.map(function (v) { return v.role + ":" + v.name; }).join("|");
+    const items = variants.map(function (v) { return { label: v.name + (v.role === "shadow" ? " (shadow)" : ""), color: colorOf(v.name), dash: v.role === "shadow" }; });
+    const dash = function (v) { return v.role === "shadow" ? [6, 4] : undefined; };
+
+    legend(document.getElementById("panel-requests"), items);
+    draw("panel-requests", "req:" + key, function () {
+      return {
+        tzDate: utc,
+        scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(1, hi * 1.1)]; } } },
+        axes: timeAxes("requests"),
+        series: [{}].concat(variants.map(function (v) { return { label: v.name, stroke: colorOf(v.name), width: 2, dash: dash(v), points: { show: false } }; })),
+      };
+    }, [xs].concat(variants.map(function (v) { return v.requests; })));
+
+    const arms = variants.filter(function (v) { return v.role === "arm"; });
+    legend(document.getElementById("panel-reward"), arms.map(function (v) { return { label: v.name, color: colorOf(v.name) }; }));
+    const rewardData = [xs];
+    const rewardSeries = [{}];
+    const bands = [];
+    for (const v of arms) {
+      const c = colorOf(v.name);
+      const base = rewardSeries.length;
+      rewardSeries.push({ label: v.name, stroke: c, width: 2, points: { show: true, size: 4, fill: c } });
+      rewardSeries.push({ label: v.name + " high", stroke: c + "00", width: 0, points: { show: false } });
+      rewardSeries.push({ label: v.name + " low", stroke: c + "00", width: 0, points: { show: false } });
+      rewardData.push(v.reward_mean, v.ci_high, v.ci_low);
+      bands.push({ series: [base + 1, base + 2], fill: c + "26" });
+    }
+    draw("panel-reward", "reward:" + key, function () {
+      return { tzDate: utc, scales: { x: { time: true } }, axes: timeAxes("reward"), series: rewardSeries, bands: bands };
+    }, rewardData);
+
+    const latencySeries = [{}];
+    const latencyData = [xs];
+    for (const v of variants) {
+      latencySeries.push({ label: v.name + " p50", stroke: colorOf(v.name), width: 2, dash: dash(v), points: { show: false } });
+      latencySeries.push({ label: v.name + " p99", stroke: colorOf(v.name), width: 1.5, dash: [4, 4], points: { show: false } });
+      latencyData.push(v.latency_p50_ms, v.latency_p99_ms);
+    }
+    legend(document.getElementById("panel-latency"), items);
+    draw("panel-latency", "lat:" + key, function () {
+      return { tzDate: utc, scales: { x: { time: true } }, axes: timeAxes("ms"), series: latencySeries };
+    }, latencyData);
+
+    legend(document.getElementById("panel-errors"), items);
+    draw("panel-errors", "err:" + key, function () {
+      return {
+        tzDate: utc,
+        scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(0.01, hi * 1.2)]; } } },
+        axes: timeAxes("error rate", function (u, vals) { return vals.map(function (v) { return pct(v, 1); }); }),
+        series: [{}].concat(variants.map(function (v) { return { label: v.name, stroke: colorOf(v.name), width: 2, dash: dash(v), points: { show: false } }; })),
+      };
+    }, [xs].concat(variants.map(function (v) { return v.error_rate; })));
+  }
+
+  function drawDrift(drift) {
+    const features = drift.features;
+    const names = features.map(function (f) { return f.name; });
+    const xs = names.map(function (_, i) { return i; });
+    const psis = features.map(function (f) { return isNum(f.psi) ? f.psi : null; });
+    const bars = uPlot.paths.bars({ size: [0.6, 80] });
+    draw("panel-drift", "drift:" + names.join("|"), function () {
+      return {
+        height: 200,
+        scales: { x: { time: false, range: function () { return [-0.6, Math.max(0.6, names.length - 0.4)]; } }, y: { range: function (u, lo, hi) { return [0, Math.max(hi * 1.15, 0.3)]; } } },
+        axes: [
+          { stroke: "#475569", grid: { show: false }, splits: function () { return xs; }, values: function (u, vals) { return vals.map(function (v) { return names[v] !== undefined ? names[v] : ""; }); } },
+          { label: "PSI", stroke: "#475569", grid: { stroke: "#e2e8f0" }, size: 60 },
+        ],
+        series: [
+          {},
+          { label: "PSI", stroke: "#2563eb", fill: "#2563eb99", width: 1, paths: bars, points: { show: false } },
+          { label: "threshold", stroke: "#dc2626", width: 1.5, dash: [6, 4], points: { show: false } },
+        ],
+      };
+    }, [xs, psis, xs.map(function () { return drift.threshold; })]);
+
+    $("#drift thead").replaceChildren(el("tr", {}, [
+      el("th", { text: "Feature" }), el("th", { class: "num", text: "PSI" }), el("th", { text: "Status" }),
+      el("th", { class: "num", text: "Mean (first)" }), el("th", { class: "num", text: "Mean (last)" }),
+      el("th", { class: "num", text: "Rows (first / last)" }),
+    ]));
+    replaceRows($("#drift tbody"), features.map(function (f) {
+      return el("tr", { class: f.drifted ? "flagged" : null }, [
+        el("td", { text: f.name }),
+        el("td", { class: "num", text: fixed(f.psi, 3) }),
+        el("td", {}, [f.psi === null ? el("span", { class: "muted", text: "not enough data" }) : f.drifted ? el("span", { class: "badge bad", text: "drifted" }) : el("span", { class: "badge good", text: "stable" })]),
+        el("td", { class: "num", text: fixed(f.reference_mean, 3) }),
+        el("td", { class: "num", text: fixed(f.current_mean, 3) }),
+        el("td", { class: "num", text: num(f.reference_rows) + " / " + num(f.current_rows) }),
+      ]);
+    }));
+    const hint = drift.reference && drift.current
+      ? "PSI of " + drift.current.start.slice(0, 16).replace("T", " ") + " → " + drift.current.end.slice(0, 16).replace("T", " ") + " UTC against " + drift.reference.start.slice(0, 16).replace("T", " ") + " → " + drift.reference.end.slice(0, 16).replace("T", " ") + " UTC; above the dashed line (" + drift.threshold + ") a feature is flagged."
+      : "No predictions yet, so no drift to measure.";
+    $("#drift-hint").textContent = hint;
+    const card = $("#card-drift");
+    $(".value", card).textContent = features.length ? (drift.drifted.length ? drift.drifted.length + " drifted" : "stable") : "–";
+    $(".value", card).className = "value " + (drift.drifted.length ? "bad" : "good");
+    $(".note", card).textContent = drift.drifted.length ? drift.drifted.join(", ") : features.length + " feature" + (features.length === 1 ? "" : "s") + ", PSI ≤ " + drift.threshold;
+  }
+
+  // -- tables and cards ---------------------------------------------------------------------
+  function renderReport(report) {
+    $("#exp-name").textContent = report.experiment;
+    $("#exp-status").replaceWith(Object.assign(badge(report.status), { id: "exp-status" }));
+    $("#exp-reward").textContent = "reward: " + report.reward;
+    const verdict = $("#verdict");
+    verdict.textContent = report.verdict;
+    verdict.className = "verdict" + (report.srm_mismatch ? " bad" : report.winner ? " good" : "");
+
+    const srm = $("#card-srm");
+    $(".value", srm).textContent = report.srm_p_value === null ? "–" : report.srm_mismatch ? "mismatch" : "ok";
+    $(".value", srm).className = "value " + (report.srm_mismatch ? "bad" : report.srm_p_value === null ? "" : "good");
+    $(".note", srm).textContent = report.srm_p_value === null ? "needs traffic on two arms" : "p = " + sig(report.srm_p_value, 3) + " (flag below 0.001)";
+    const alloc = $("#card-allocation");
+    $(".value", alloc).textContent = report.allocation_version === null ? "–" : "v" + report.allocation_version;
+    $(".note", alloc).textContent = report.variants.filter(function (v) { return v.role === "arm" && isNum(v.weight); }).map(function (v) { return v.name + " " + pct(v.weight, 0); }).join(" · ");
+    const arms = report.variants.filter(function (v) { return v.role === "arm"; });
+    $(".value", $("#card-requests")).textContent = num(arms.reduce(function (a, v) { return a + v.requests; }, 0));
+    $(".note", $("#card-requests")).textContent = num(arms.reduce(function (a, v) { return a + v.rewarded; }, 0)) + " with feedback";
+
+    $("#tests thead").replaceChildren(el("tr", {}, [
+      "Variant", "Role", "Status", "Weight", "Requests", "Rewarded", "Reward mean [95% CI]", "P(best)", "Expected loss",
+      "Effect vs control [95% CI]", "p-value [adj.]", "Sequential", "Latency p50 / p99", "Error rate",
+    ].map(function (h, i) { return el("th", { class: i >= 3 ? "num" : null, text: h }); })));
+    replaceRows($("#tests tbody"), report.variants.map(function (v) {
+      const t = v.test;
+      const decision = t ? el("span", { class: "badge decision-" + t.sequential_decision, text: t.sequential_decision.replace(/_/g, " ") }) : el("span", { class: "muted", text: v.role === "arm" ? "control" : "shadow" });
+      return el("tr", { class: report.winner === v.name ? "winner" : null }, [
+        el("td", {}, [el("span", { class: "swatch", style: "border-color:" + colorOf(v.name) }), v.name]),
+        el("td", { text: v.role }),
+        el("td", {}, [badge(v.status)]),
+        el("td", { class: "num", text: v.weight === null ? "–" : pct(v.weight, 1) }),
+        el("td", { class: "num", text: num(v.requests) }),
+        el("td", { class: "num", text: num(v.rewarded) }),
+        el("td", { class: "num", text: fixed(v.reward_mean, 4) + " " + interval(v.ci_low, v.ci_high, 4) }),
+        el("td", { class: "num", text: fixed(v.prob_best, 3) }),
+        el("td", { class: "num", text: sig(v.expected_loss, 2) }),
+        el("td", { class: "num", text: t ? (t.diff >= 0 ? "+" : "") + fixed(t.diff, 4) + " " + interval(t.ci_low, t.ci_high, 4) : "–" }),
+        el("td", { class: "num", text: t ? pval(t.p_value) + (isNum(t.adjusted_p_value) ? " [" + pval(t.adjusted_p_value) + "]" : "") : "–" }),
+        el("td", { class: "num" }, [decision, t ? el("span", { class: "muted", text: " p=" + pval(t.sequential_p_value) }) : null]),
+        el("td", { class: "num", text: fixed(v.latency_p50_ms, 2) + " / " + fixed(v.latency_p99_ms, 2) + " ms" }),
+        el("td", { class: "num", text: pct(v.error_rate, 2) }),
+      ]);
+    }));
+  }
+
+  function renderList(experiments) {
+    $("#no-experiments").hidden = experiments.length > 0;
+    replaceRows($("#experiments tbody"), experiments.map(function (e) {
+      const href = "#/experiments/" + encodeURIComponent(e.name);
+      return el("tr", { class: "link-row", "data-href": href }, [
+        el("td", {}, [el("a", { href: href, text: e.name })]),
+        el("td", {}, [badge(e.status)]),
+        el("td", { text: e.reward }),
+        el("td", { text: e.policy }),
+        el("td", { text: e.variants.join(", ") }),
+        el("td", { class: "num", text: e.allocation_version === null ? "–" : "v" + e.allocation_version }),
+        el("td", { class: "num", text: num(e.requests) }),
+        el("td", { class: "verdict-cell" + (e.srm_mismatch ? " bad" : e.winner ? " good" : ""), text: e.verdict }),
+      ]);
+    }));
+  }
+
+  // -- views and the refresh loop -------------------------------------------------------------
+  function route() {
+    const match = window.location.hash.match(/^#\/experiments\/(.+)$/);
+    return match ? decodeURIComponent(match[1]) : null;
+  }
+
+  function hours() { return Number($("#hours").value) || 24; }
+
+  async function refreshList() {
+    renderList(await api(API));
+  }
+
+  async function refreshExperiment(name) {
+    const base = API + "/" + encodeURIComponent(name);
+    const h = hours();
+    const buckets = h <= 24 ? 48 : h <= 168 ? 84 : 90;
+    const [report, history, series, drift] = await Promise.allSettled([
+      api(base + "/report"),
+      api(base + "/allocations"),
+      api(base + "/timeseries?hours=" + h + "&buckets=" + buckets),
+      api(base + "/drift?hours=" + h),
+    ]);
+    const failed = [report, history, series, drift].filter(function (r) { return r.status === "rejected"; });
+    if (report.status === "fulfilled") {
+      for (const v of report.value.variants) colorOf(v.name);
+      renderReport(report.value);
+      if (history.status === "fulfilled") drawAllocation(history.value, report.value);
+    }
+    if (series.status === "fulfilled") drawSeries(series.value);
+    if (drift.status === "fulfilled") drawDrift(drift.value);
+    if (failed.length) throw failed[0].reason;
+  }
+
+  async function refresh() {
+    if (state.busy) return;
+    state.busy = true;
+    const name = route();
+    $("#list-view").hidden = name !== null;
+    $("#experiment-view").hidden = name === null;
+    try {
+      if (name === null) await refreshList();
+      else await refreshExperiment(name);
+      showBanner("");
+      $("#updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" + (state.paused ? " · paused" : "");
+    } catch (error) {
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+        showBanner(error.message + " Open this page as /dashboard?token=<admin token> (it is then kept in this browser).");
+      } else {
+        showBanner(error.message || String(error));
+      }
+      $("#updated").textContent = "update failed " + new Date().toISOString().slice(11, 19) + " UTC";
+    } finally {
+      state.busy = false;
+    }
+  }
+
+  function schedule() {
+    window.clearInterval(state.timer);
+    state.timer = state.paused ? null : window.setInterval(function () { if (!document.hidden) refresh(); }, REFRESH_MS);
+  }
+
+  function resetCharts() {
+    for (const entry of Object.values(state.charts)) entry.chart.destroy();
+    state.charts = {};
+  }
+
+  window.addEventListener("hashchange", function () { resetCharts(); refresh(); });
+  $("#hours").addEventListener("change", function () { refresh(); });
+  $("#pause").addEventListener("click", function () {
+    state.paused = !state.paused;
+    $("#pause").textContent = state.paused ? "Resume" : "Pause";
+    schedule();
+    if (!state.paused) refresh();
+  });
+  $("#experiments tbody").addEventListener("click", function (event) {
+    const row = event.target.closest("tr[data-href]");
+    if (row && !event.target.closest("a")) window.location.hash = row.dataset.href;
+  });
+  let resizeTimer = null;
+  window.addEventListener("resize", function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(function () {
+      for (const [id, entry] of Object.entries(state.charts)) {
+        const container = $(".chart", document.getElementById(id));
+        entry.chart.setSize({ width: chartWidth(container), height: entry.chart.height });
+      }
+    }, 150);
+  });
+
+  window.banditlakeDashboard = { refresh: refresh, state: state };
+  refresh();
+  schedule();
+})();
