@@ -130,9 +130,7 @@ def measure(rows: int, reps: int, new_rows: int) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="banditlake-realloc-"))
     url = f"sqlite:///{work / 'store.db'}"
     upgrade(url)
-    settings = make_settings(
-        work / "home", url, reallocate=False, feedback_lookback_s=86_400
-    )
+    settings = make_settings(work / "home", url, reallocate=False, feedback_lookback_s=86_400)
     with make_client(settings) as client:
         create_experiment(client, "bench", policy={"kind": "thompson"})
         upload(client, "bench", "a")
