@@ -131,7 +131,7 @@
 
   function timeAxes(yLabel, yValues) {
     return [
-      { stroke: "#475569", grid: { stroke: "#e2e8f0" } },
+      { stroke: "#475569", grid: { stroke: "#e2e8f0" }, space: 70 },
       { label: yLabel, stroke: "#475569", grid: { stroke: "#e2e8f0" }, size: 60, values: yValues },
     ];
   }
@@ -187,7 +187,17 @@
     }, pdata);
   }
 
+  function describeBuckets(series) {
+    const s = series.bucket_seconds;
+    const width = s % 3600 === 0 ? s / 3600 + " h" : s % 60 === 0 ? s / 60 + " min" : s + " s";
+    const span = seconds(series.end) - seconds(series.start);
+    return span < series.hours * 3600
+      ? "The whole experiment (younger than the " + series.hours + " h window), in " + width + " buckets."
+      : "The last " + series.hours + " h of the experiment's data, in " + width + " buckets.";
+  }
+
   function drawSeries(series) {
+    $("#series-note").textContent = describeBuckets(series);
     const xs = series.times.map(seconds);
     const variants = series.variants;
     const key = variants.map(function (v) { return v.role + ":" + v.name; }).join("|");
@@ -225,8 +235,8 @@
     const latencySeries = [{}];
     const latencyData = [xs];
     for (const v of variants) {
-      latencySeries.push({ label: v.name + " p50", stroke: colorOf(v.name), width: 2, dash: dash(v), points: { show: false } });
-      latencySeries.push({ label: v.name + " p99", stroke: colorOf(v.name), width: 1.5, dash: [4, 4], points: { show: false } });
+      latencySeries.push({ label: v.name + " p50", stroke: colorOf(v.name), width: 2, dash: dash(v), points: { size: 4, fill: colorOf(v.name) } });
+      latencySeries.push({ label: v.name + " p99", stroke: colorOf(v.name), width: 1.5, dash: [4, 4], points: { size: 3 } });
       latencyData.push(v.latency_p50_ms, v.latency_p99_ms);
     }
     legend(document.getElementById("panel-latency"), items);
@@ -240,7 +250,7 @@
         tzDate: utc,
         scales: { x: { time: true }, y: { range: function (u, lo, hi) { return [0, Math.max(0.01, hi * 1.2)]; } } },
         axes: timeAxes("error rate", function (u, vals) { return vals.map(function (v) { return pct(v, 1); }); }),
-        series: [{}].concat(variants.map(function (v) { return { label: v.name, stroke: colorOf(v.name), width: 2, dash: dash(v), points: { show: false } }; })),
+        series: [{}].concat(variants.map(function (v) { return { label: v.name, stroke: colorOf(v.name), width: 2, dash: dash(v), points: { size: 4, fill: colorOf(v.name) } }; })),
       };
     }, [xs].concat(variants.map(function (v) { return v.error_rate; })));
   }
@@ -282,8 +292,9 @@
         el("td", { class: "num", text: num(f.reference_rows) + " / " + num(f.current_rows) }),
       ]);
     }));
+    const when = function (iso) { return iso.slice(0, 19).replace("T", " "); };
     const hint = drift.reference && drift.current
-      ? "PSI of " + drift.current.start.slice(0, 16).replace("T", " ") + " → " + drift.current.end.slice(0, 16).replace("T", " ") + " UTC against " + drift.reference.start.slice(0, 16).replace("T", " ") + " → " + drift.reference.end.slice(0, 16).replace("T", " ") + " UTC; above the dashed line (" + drift.threshold + ") a feature is flagged."
+      ? "PSI of the last window (" + when(drift.current.start) + " → " + when(drift.current.end) + " UTC) against the first (" + when(drift.reference.start) + " → " + when(drift.reference.end) + " UTC); above the dashed line (" + drift.threshold + ") a feature is flagged."
       : "No predictions yet, so no drift to measure.";
     $("#drift-hint").textContent = hint;
     const card = $("#card-drift");
@@ -313,26 +324,28 @@
     $(".note", $("#card-requests")).textContent = num(arms.reduce(function (a, v) { return a + v.rewarded; }, 0)) + " with feedback";
 
     $("#tests thead").replaceChildren(el("tr", {}, [
-      "Variant", "Role", "Status", "Weight", "Requests", "Rewarded", "Reward mean [95% CI]", "P(best)", "Expected loss",
-      "Effect vs control [95% CI]", "p-value [adj.]", "Sequential", "Latency p50 / p99", "Error rate",
-    ].map(function (h, i) { return el("th", { class: i >= 3 ? "num" : null, text: h }); })));
+      "Variant", "Weight", "Requests", "Rewarded", "Reward mean [95% CI]", "P(best)", "Expected loss",
+      "Effect vs control [95% CI]", "p-value [adj.]", "Sequential", "p50 / p99 ms", "Errors",
+    ].map(function (h, i) { return el("th", { class: i >= 1 ? "num" : null, text: h }); })));
     replaceRows($("#tests tbody"), report.variants.map(function (v) {
       const t = v.test;
       const decision = t ? el("span", { class: "badge decision-" + t.sequential_decision, text: t.sequential_decision.replace(/_/g, " ") }) : el("span", { class: "muted", text: v.role === "arm" ? "control" : "shadow" });
       return el("tr", { class: report.winner === v.name ? "winner" : null }, [
-        el("td", {}, [el("span", { class: "swatch", style: "border-color:" + colorOf(v.name) }), v.name]),
-        el("td", { text: v.role }),
-        el("td", {}, [badge(v.status)]),
+        el("td", { class: "name" }, [
+          el("span", { class: "swatch", style: "border-color:" + colorOf(v.name) }), v.name,
+          v.role === "shadow" ? el("span", { class: "badge tag", text: "shadow" }) : null,
+          v.status !== "active" ? Object.assign(badge(v.status), { className: "badge tag status-" + v.status }) : null,
+        ]),
         el("td", { class: "num", text: v.weight === null ? "–" : pct(v.weight, 1) }),
         el("td", { class: "num", text: num(v.requests) }),
         el("td", { class: "num", text: num(v.rewarded) }),
-        el("td", { class: "num", text: fixed(v.reward_mean, 4) + " " + interval(v.ci_low, v.ci_high, 4) }),
+        el("td", { class: "num", text: fixed(v.reward_mean, 3) + " " + interval(v.ci_low, v.ci_high, 3) }),
         el("td", { class: "num", text: fixed(v.prob_best, 3) }),
         el("td", { class: "num", text: sig(v.expected_loss, 2) }),
-        el("td", { class: "num", text: t ? (t.diff >= 0 ? "+" : "") + fixed(t.diff, 4) + " " + interval(t.ci_low, t.ci_high, 4) : "–" }),
+        el("td", { class: "num", text: t ? (t.diff >= 0 ? "+" : "") + fixed(t.diff, 3) + " " + interval(t.ci_low, t.ci_high, 3) : "–" }),
         el("td", { class: "num", text: t ? pval(t.p_value) + (isNum(t.adjusted_p_value) ? " [" + pval(t.adjusted_p_value) + "]" : "") : "–" }),
         el("td", { class: "num" }, [decision, t ? el("span", { class: "muted", text: " p=" + pval(t.sequential_p_value) }) : null]),
-        el("td", { class: "num", text: fixed(v.latency_p50_ms, 2) + " / " + fixed(v.latency_p99_ms, 2) + " ms" }),
+        el("td", { class: "num", text: fixed(v.latency_p50_ms, 1) + " / " + fixed(v.latency_p99_ms, 1) }),
         el("td", { class: "num", text: pct(v.error_rate, 2) }),
       ]);
     }));
@@ -368,6 +381,7 @@
   }
 
   async function refreshExperiment(name) {
+    if ($("#exp-name").textContent !== name) $("#exp-name").textContent = name;
     const base = API + "/" + encodeURIComponent(name);
     const h = hours();
     const buckets = h <= 24 ? 48 : h <= 168 ? 84 : 90;

@@ -105,6 +105,9 @@ def _assert_matches_decisions(settings: Settings, experiment: str, body: dict[st
     )
     expected = {(r[0], r[1], r[2]): r[3:] for r in rows}
     series = {(v["name"], v["role"]): v for v in body["variants"]}
+    for v in body["variants"]:
+        lengths = {len(values) for values in v.values() if isinstance(values, list)}
+        assert lengths == {len(body["times"])}, v["name"]
     filled = {(k[0], k[1], i) for k, v in series.items() for i, n in enumerate(v["requests"]) if n}
     assert filled == set(expected)
     for (name, role, i), (n, errors, rewarded, total, p50, p99) in expected.items():

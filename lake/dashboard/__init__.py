@@ -1,0 +1,38 @@
+"""Dashboard queries: per-variant time buckets and feature drift, over the files that matter.
+
+Each query first picks, from a manifest snapshot, the files whose ``ts`` range
+(``min_ts``/``max_ts``) overlaps its window, then has DuckDB read only the columns it
+needs from them; Parquet row-group statistics on ``ts`` skip the rest of a file. So a
+panel over the last day of a month-long lake reads about a day of data, whatever the
+lake's size. Values are bound as ``?`` parameters; only the file list, which comes from
+the manifest, is quoted into the SQL text.
+
+Windows are anchored on the experiment's own data (its first and last prediction), not on
+the wall clock, so a stopped experiment still shows its last day.
+"""
+
+from lake.dashboard._drift import (
+    DRIFT_BINS,
+    DRIFT_THRESHOLD,
+    Drift,
+    DriftWindow,
+    FeatureDrift,
+    feature_drift,
+    psi,
+)
+from lake.dashboard._files import experiment_span
+from lake.dashboard._series import TimeBuckets, VariantBuckets, time_buckets
+
+__all__ = [
+    "DRIFT_BINS",
+    "DRIFT_THRESHOLD",
+    "Drift",
+    "DriftWindow",
+    "FeatureDrift",
+    "TimeBuckets",
+    "VariantBuckets",
+    "experiment_span",
+    "feature_drift",
+    "psi",
+    "time_buckets",
+]
