@@ -25,7 +25,7 @@ install-dev: $(VENV)/.installed-dev
 
 run: $(VENV)/.installed
 	$(BIN)/banditlake migrate
-	$(BIN)/banditlake demo
+	$(BIN)/banditlake demo --port $(PORT)
 	$(BIN)/banditlake serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-dev
