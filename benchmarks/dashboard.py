@@ -23,12 +23,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,47 +35,11 @@ from api.lake_stats import reward_rule  # noqa: E402
 from api.store.migrate import upgrade  # noqa: E402
 from benchmarks.reallocation import FILE_ROWS, SPAN, T0, LakeBuilder  # noqa: E402
 from lake.dashboard import feature_drift, time_buckets  # noqa: E402
-from lake.layout import partition_dir, relative_path  # noqa: E402
-from lake.manifest import FileEntry, register_file  # noqa: E402
 from lake.reader import open_lake  # noqa: E402
 from tests.api.helpers import create_experiment, start, upload  # noqa: E402
 from tests.conftest import make_client, make_settings  # noqa: E402
 
 BUDGET_MS = 200.0
-
-
-class RowGroupLakeBuilder(LakeBuilder):
-    """``LakeBuilder`` writing row groups of ``row_group_rows``, as the compactor does.
-
-    ``pq.write_table``'s default puts a 1M-row file in one row group; the lake's compacted
-    files have row groups of >= 100k rows sorted by time within a variant, so a time
-    filter skips most of a file. ``row_group_rows=0`` keeps the one-group files.
-    """
-
-    def __init__(self, *args: Any, row_group_rows: int, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.row_group_rows = row_group_rows
-
-    def _write(self, table: str, data: pa.Table, at: datetime) -> None:
-        self.seq += 1
-        directory = partition_dir(self.root, table, at)  # type: ignore[arg-type]
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"part-bench-{self.seq:08d}.parquet"
-        pq.write_table(data, path, compression="zstd", row_group_size=self.row_group_rows or None)
-        ts = data.column("ts")
-        register_file(
-            self.engine,  # type: ignore[arg-type]
-            FileEntry(
-                table=table,
-                path=relative_path(self.root, path),
-                rows=data.num_rows,
-                bytes=path.stat().st_size,
-                writer_id="bench",
-                min_ts=ts[0].as_py(),
-                max_ts=ts[-1].as_py(),
-                created_at=datetime.now(UTC),
-            ),
-        )
 
 
 def _median_ms(timings: list[float]) -> float:
@@ -109,8 +70,8 @@ def _measure(
         with factory() as session:
             experiment = experiments.get_experiment(session, "bench")
             exp_id, rule = experiment.id, reward_rule(experiment)
-        builder = RowGroupLakeBuilder(
-            settings.lake_root, app.state.engine, exp_id, row_group_rows=row_group_rows
+        builder = LakeBuilder(
+            settings.lake_root, app.state.engine, exp_id, row_group_rows=row_group_rows or None
         )
         files = max(1, rows // FILE_ROWS)
         t = time.perf_counter()
