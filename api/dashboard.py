@@ -250,20 +250,7 @@ def drift(lake: Lake, experiment: Experiment, *, hours: int) -> DriftOut:
     """PSI per feature of the last ``hours`` of traffic against the first ``hours``."""
     names = {n: None for v in experiment.variants for n in v.feature_names}
     found = feature_drift(lake, experiment.name, features=list(names) or None, hours=hours)
-    features = [
-        FeatureDriftOut(
-            name=f.name,
-            psi=f.psi,
-            drifted=f.drifted,
-            reference_rows=f.reference_rows,
-            current_rows=f.current_rows,
-            reference_mean=f.reference_mean,
-            current_mean=f.current_mean,
-            reference_share=list(f.reference_share),
-            current_share=list(f.current_share),
-        )
-        for f in found.features
-    ]
+    features = [FeatureDriftOut.model_validate(f, from_attributes=True) for f in found.features]
     return DriftOut(
         experiment=experiment.name,
         hours=hours,

@@ -4,6 +4,7 @@ the report. One :class:`lake.aggregates.LakeAggregator` per process, advanced un
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.store.models import Experiment
 from bandit.ipw import IpwStats
 from bandit.stats import ArmStats
-from lake.aggregates import LakeAggregator, Totals, latency_quantile
+from lake.aggregates import LATENCY_EDGES_MS, LakeAggregator, Totals, latency_quantile
 from lake.rewards import RewardRule
 
 __all__ = ["LakeStats", "VariantView", "bandit_kind", "reward_rule"]
@@ -49,7 +50,6 @@ class VariantView:
     latency: NDArray[np.int64]
     rewards: ArmStats
     by_version: dict[int, Totals]
-    ipw_sums: Totals
 
     @property
     def error_rate(self) -> float:
@@ -59,7 +59,14 @@ class VariantView:
         return latency_quantile(self.latency, q)
 
     def ipw(self, n_total: int) -> IpwStats:
-        return self.ipw_sums.ipw(n_total)
+        """The arm's IPW sums among ``n_total`` rewarded requests of the experiment.
+
+        The bandit type adds the versions' sums; each part counts its own rows as its
+        total until the experiment's ``n_total`` replaces it. (Shadows have no propensity
+        and so no IPW estimate.)
+        """
+        parts = (t.ipw(t.n) for t in self.by_version.values())
+        return dataclasses.replace(sum(parts, IpwStats()), n_total=n_total)
 
     def buckets(self) -> list[ArmStats]:
         """Rewards per allocation version, oldest first (for discounting and windows)."""
@@ -88,19 +95,18 @@ class LakeStats:
         views = []
         for name, role in names:
             mine = {k.version: t for k, t in totals.items() if k.variant == name and k.role == role}
-            merged = Totals()
-            for t in mine.values():
-                merged = merged.merged(t)
+            parts = list(mine.values())
             views.append(
                 VariantView(
                     name=name,
                     role=role,
-                    served=merged.served,
-                    errors=merged.errors,
-                    latency=merged.latency,
-                    rewards=merged.rewards(),
+                    served=sum(t.served for t in parts),
+                    errors=sum(t.errors for t in parts),
+                    latency=sum(
+                        (t.latency for t in parts), np.zeros_like(LATENCY_EDGES_MS, dtype=np.int64)
+                    ),
+                    rewards=sum((t.rewards() for t in parts), ArmStats()),
                     by_version=mine,
-                    ipw_sums=merged,
                 )
             )
         return views

@@ -107,22 +107,6 @@ class Totals:
             max_w=self.max_w,
         )
 
-    def merged(self, other: Totals) -> Totals:
-        return Totals(
-            served=self.served + other.served,
-            errors=self.errors + other.errors,
-            latency=self.latency + other.latency,
-            n=self.n + other.n,
-            sum=self.sum + other.sum,
-            sum_sq=self.sum_sq + other.sum_sq,
-            sum_w=self.sum_w + other.sum_w,
-            sum_wr=self.sum_wr + other.sum_wr,
-            sum_w2=self.sum_w2 + other.sum_w2,
-            sum_w2r=self.sum_w2r + other.sum_w2r,
-            sum_w2r2=self.sum_w2r2 + other.sum_w2r2,
-            max_w=max(self.max_w, other.max_w),
-        )
-
 
 def latency_quantile(histogram: NDArray[np.int64], q: float) -> float | None:
     """The ``q`` quantile in milliseconds (the upper edge of its bucket), or ``None``."""
