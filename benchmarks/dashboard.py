@@ -30,14 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api import experiments  # noqa: E402
 from api.lake_stats import reward_rule  # noqa: E402
-from api.store.migrate import upgrade  # noqa: E402
-from benchmarks.reallocation import FILE_ROWS, SPAN, T0, LakeBuilder  # noqa: E402
+from benchmarks.reallocation import FILE_ROWS, SPAN, T0, LakeBuilder, bench_experiment  # noqa: E402
 from lake.dashboard import feature_drift, time_buckets  # noqa: E402
 from lake.reader import open_lake  # noqa: E402
-from tests.api.helpers import create_experiment, start, upload  # noqa: E402
-from tests.conftest import make_client, make_settings  # noqa: E402
 
 BUDGET_MS = 200.0
 
@@ -57,19 +53,10 @@ def measure(rows: int, reps: int, new_rows: int, row_group_rows: int) -> dict[st
 def _measure(
     work: Path, rows: int, reps: int, new_rows: int, row_group_rows: int
 ) -> dict[str, Any]:
-    url = f"sqlite:///{work / 'store.db'}"
-    upgrade(url)
-    settings = make_settings(work / "home", url, reallocate=False, feedback_lookback_s=86_400)
-    with make_client(settings) as client:
-        create_experiment(client, "bench", policy={"kind": "thompson"})
-        upload(client, "bench", "a")
-        upload(client, "bench", "b")
-        start(client, "bench")
-        app = client.app  # type: ignore[attr-defined]
+    with bench_experiment(work) as (settings, client, experiment):
+        app = client.app
         factory = app.state.session_factory
-        with factory() as session:
-            experiment = experiments.get_experiment(session, "bench")
-            exp_id, rule = experiment.id, reward_rule(experiment)
+        exp_id, rule = experiment.id, reward_rule(experiment)
         builder = LakeBuilder(
             settings.lake_root, app.state.engine, exp_id, row_group_rows=row_group_rows or None
         )

@@ -17,8 +17,11 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api import experiments  # noqa: E402
+from api.settings import Settings  # noqa: E402
 from api.store.migrate import upgrade  # noqa: E402
+from api.store.models import Experiment  # noqa: E402
 from lake.layout import partition_dir, relative_path  # noqa: E402
 from lake.manifest import FileEntry, register_file  # noqa: E402
 from lake.schemas import FEEDBACK_SCHEMA, PREDICTIONS_SCHEMA  # noqa: E402
@@ -135,8 +140,10 @@ class LakeBuilder:
         self._write("feedback", feedback, end)
 
 
-def measure(rows: int, reps: int, new_rows: int) -> dict[str, float]:
-    work = Path(tempfile.mkdtemp(prefix="banditlake-realloc-"))
+@contextmanager
+def bench_experiment(work: Path) -> Iterator[tuple[Settings, Any, Experiment]]:
+    """A test client of an app (reallocation loop off) with a running two-arm Thompson
+    experiment ``bench``; yields the settings, the client and the experiment row."""
     url = f"sqlite:///{work / 'store.db'}"
     upgrade(url)
     settings = make_settings(work / "home", url, reallocate=False, feedback_lookback_s=86_400)
@@ -146,10 +153,17 @@ def measure(rows: int, reps: int, new_rows: int) -> dict[str, float]:
         upload(client, "bench", "b")
         start(client, "bench")
         app = client.app  # type: ignore[attr-defined]
+        with app.state.session_factory() as session:
+            experiment = experiments.get_experiment(session, "bench")
+        yield settings, client, experiment
+
+
+def measure(rows: int, reps: int, new_rows: int) -> dict[str, float]:
+    work = Path(tempfile.mkdtemp(prefix="banditlake-realloc-"))
+    with bench_experiment(work) as (settings, client, experiment):
+        app = client.app
         factory = app.state.session_factory
-        with factory() as session:
-            exp_id = experiments.get_experiment(session, "bench").id
-        builder = LakeBuilder(settings.lake_root, app.state.engine, exp_id)
+        builder = LakeBuilder(settings.lake_root, app.state.engine, experiment.id)
         files = max(1, rows // FILE_ROWS)
         t_build = time.perf_counter()
         for i in range(files):
