@@ -122,7 +122,13 @@ def set_active(
     *,
     active: bool,
     actor: str,
+    models_dir: Path,
 ) -> Variant:
+    """Enable or disable a variant; enabling loads its model here if this process has none.
+
+    The start loads no session for a disabled variant, so after a restart the model is
+    loaded on enable; the variant is refused only when its model really fails to load.
+    """
     target = "active" if active else "disabled"
     if variant.status == target:
         return variant
@@ -130,9 +136,12 @@ def set_active(
         msg = f"Experiment {experiment.name!r} is stopped; its variants can no longer change."
         raise ConflictError(msg, code="experiment_stopped")
     if active and pool.get(VariantKey(experiment.name, variant.name)) is None:
-        reason = variant.status_reason or "its model is not loaded"
-        msg = f"Variant {variant.name!r} cannot be enabled: {reason}."
-        raise ConflictError(msg, code="variant_failed")
+        try:
+            _load_stored(pool, experiment, variant, models_dir)
+        except Exception as exc:
+            reason = pool.failure(VariantKey(experiment.name, variant.name)) or exc
+            msg = f"Variant {variant.name!r} cannot be enabled: its model does not load ({reason})."
+            raise ConflictError(msg, code="variant_failed") from exc
     if (
         not active
         and variant.role == "arm"
@@ -215,13 +224,7 @@ def sync_pool(
         if not mark_failed and (variant.status == "failed" or pool.failure(key) is not None):
             continue
         try:
-            pool.load(
-                key,
-                models_dir / variant.model_path,
-                input_name=variant.input_name,
-                output_name=variant.output_name,
-                input_dim=variant.input_dim,
-            )
+            _load_stored(pool, experiment, variant, models_dir)
         except Exception:
             if mark_failed:
                 variant.status = "failed"
@@ -231,3 +234,15 @@ def sync_pool(
         if mark_failed and variant.status == "failed":
             variant.status, variant.status_reason = "active", None
     return changed
+
+
+def _load_stored(
+    pool: ModelPool, experiment: Experiment, variant: Variant, models_dir: Path
+) -> None:
+    pool.load(
+        VariantKey(experiment.name, variant.name),
+        models_dir / variant.model_path,
+        input_name=variant.input_name,
+        output_name=variant.output_name,
+        input_dim=variant.input_dim,
+    )

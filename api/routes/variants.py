@@ -93,10 +93,19 @@ def patch_variant(
     body: VariantPatch,
     session: SessionDep,
     pool: PoolDep,
+    settings: SettingsDep,
     actor: AdminDep,
 ) -> VariantOut:
     experiment = experiments.get_experiment(session, name)
     row = variants.get_variant(experiment, variant)
-    variants.set_active(session, pool, experiment, row, active=body.active, actor=actor)
+    variants.set_active(
+        session,
+        pool,
+        experiment,
+        row,
+        active=body.active,
+        actor=actor,
+        models_dir=settings.models_dir,
+    )
     session.commit()
     return variants.to_out(pool, experiment, row)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,64 @@ def test_failed_model_is_marked_and_excluded(tmp_path: Path, sqlite_url: str) ->
         assert enable.status_code == 409
         ready = client.get("/readyz").json()
         assert "failed" in json.dumps(ready["checks"]["models"]["e/bad"])
+
+
+def _serves(client: TestClient, variant: str) -> bool:
+    """Whether ``variant`` answers a predict within a few refresh intervals."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        body = client.post("/v1/experiments/e/predict", json={"features": [1, 2, 3]}).json()
+        if body.get("variant") == variant:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_variant_disabled_before_a_restart_can_be_enabled(tmp_path: Path, sqlite_url: str) -> None:
+    from api.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    with make_client(settings) as client:
+        create_experiment(client, "e")
+        upload(client, "e", "a")
+        upload(client, "e", "b", linear_model([0.0, 0.0, 1.0]))
+        start(client, "e")
+        off = client.patch("/v1/experiments/e/variants/b", json={"enabled": False})
+        assert off.status_code == 200, off.text
+    # Two processes restart over the same store; the start loads no session for "b".
+    with make_client(settings) as first, make_client(settings) as second:
+        on = first.patch("/v1/experiments/e/variants/b", json={"enabled": True})
+        assert on.status_code == 200, on.text
+        assert (on.json()["status"], on.json()["provider"]) == ("active", "CPUExecutionProvider")
+        put = first.put("/v1/experiments/e/allocation", json={"weights": {"a": 0.0, "b": 1.0}})
+        assert put.status_code == 200, put.text
+        assert _serves(first, "b")
+        # The other process loads the model on its next snapshot refresh.
+        assert _serves(second, "b")
+        listed = {v["name"]: v for v in second.get("/v1/experiments/e/variants").json()}
+        assert listed["b"]["provider"] == "CPUExecutionProvider"
+
+
+def test_enabling_refuses_when_the_model_cannot_load(tmp_path: Path, sqlite_url: str) -> None:
+    from api.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    with make_client(settings) as client:
+        create_experiment(client, "e")
+        upload(client, "e", "a")
+        b = upload(client, "e", "b", linear_model([0.0, 0.0, 1.0]))
+        start(client, "e")
+        assert client.patch("/v1/experiments/e/variants/b", json={"enabled": False}).is_success
+    (settings.models_dir / f"{b['sha256']}.onnx").write_bytes(b"corrupted on disk")
+    with make_client(settings) as client:
+        on = client.patch("/v1/experiments/e/variants/b", json={"enabled": True})
+        assert on.status_code == 409
+        assert error_code(on) == "variant_failed"
+        message = on.json()["error"]["message"]
+        assert message.startswith("Variant 'b' cannot be enabled: its model does not load (")
+        assert "INVALID_PROTOBUF" in message
+        listed = {v["name"]: v for v in client.get("/v1/experiments/e/variants").json()}
+        assert listed["b"]["status"] == "disabled"
+        assert client.get("/v1/experiments/e/allocation").json()["weights"] == {"a": 1.0}
