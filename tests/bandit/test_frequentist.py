@@ -156,9 +156,9 @@ def test_degenerate_noninferiority_and_intervals_are_defined() -> None:
         assert not any(math.isnan(v) for v in (got.statistic, got.ci_low, got.ci_high, got.diff))
     zero_se = noninferiority_test(binary(0, 50), binary(0, 50), kind="binary", margin=0.01)
     assert (zero_se.p_value, zero_se.ci_low, zero_se.ci_high) == (1.0, 0.0, 0.0)
-    assert mean_interval(ArmStats(), kind="binary") == mean_interval(ArmStats(), kind="binary")
+    # Without data: the mean is defined as 0.0 and the interval is the whole unit range.
     empty = mean_interval(ArmStats(), kind="binary")
-    assert (empty.low, empty.high) == (0.0, 1.0)
+    assert (empty.estimate, empty.low, empty.high) == (0.0, 0.0, 1.0)
     one = mean_interval(ArmStats(1, 2.0, 4.0), kind="continuous")
     assert (one.estimate, one.low, one.high) == (2.0, -INF, INF)
 
