@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from api import allocations
-from api.errors import ConflictError, NotFoundError
+from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.policy_config import check_policy
 from api.schemas import (
     ExperimentCreate,
@@ -18,7 +18,7 @@ from api.schemas import (
     Stopping,
 )
 from api.store.models import AuditEvent, Experiment
-from bandit.config import CanaryConfig, policy_from_dict
+from bandit.config import CanaryConfig, PolicyConfig, policy_from_dict
 
 __all__ = [
     "TRANSITIONS",
@@ -87,19 +87,31 @@ def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -
     return experiment
 
 
+def _canary_arms_missing(
+    experiment: Experiment, config: PolicyConfig, arms: list[str]
+) -> str | None:
+    """The sentence refusing a canary whose candidate or control is not an active arm."""
+    if not isinstance(config, CanaryConfig):
+        return None
+    candidate, control = config.candidate, config.control
+    if candidate in arms and control in arms:
+        return None
+    return (
+        f"The canary's candidate {candidate!r} and control {control!r} must both be "
+        f"active arms of {experiment.name!r} (active arms: {arms})."
+    )
+
+
 def _initial_weights(experiment: Experiment, arms: list[str]) -> tuple[dict[str, float], str]:
     """Equal weights, or for a canary its first stage (the candidate's share) over the control."""
     config = policy_from_dict(
         experiment.policy["kind"], {k: v for k, v in experiment.policy.items() if k != "kind"}
     )
+    missing = _canary_arms_missing(experiment, config, arms)
+    if missing is not None:
+        raise ConflictError(missing, code="canary_arms_missing")
     if isinstance(config, CanaryConfig):
         candidate, control = config.candidate, config.control
-        if candidate not in arms or control not in arms:
-            msg = (
-                f"The canary's candidate {candidate!r} and control {control!r} must both be "
-                f"active arms of {experiment.name!r} (active arms: {arms})."
-            )
-            raise ConflictError(msg, code="canary_arms_missing")
         share = float(config.stages[0])
         weights = {arm: 0.0 for arm in arms}
         weights[candidate], weights[control] = share, 1.0 - share
@@ -146,6 +158,13 @@ def patch_experiment(
         experiment.description = body.description
     if body.policy is not None:
         params = check_policy(body.policy.kind, body.policy.params())
+        if experiment.status in ("running", "paused"):
+            # The next reallocation runs this policy; a draft's arms may still be
+            # uploaded, and starting it checks them.
+            config = policy_from_dict(body.policy.kind, params)
+            missing = _canary_arms_missing(experiment, config, allocations.active_arms(experiment))
+            if missing is not None:
+                raise InvalidRequestError(missing, code="canary_arms_missing")
         experiment.policy = {"kind": body.policy.kind, **params}
     if body.guardrails is not None:
         experiment.guardrails = body.guardrails.model_dump()

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from bandit.canary import ArmHealth, CanaryStep, canary_step
+from bandit.canary import ArmHealth, CanaryStep, canary_end, canary_step
 from bandit.config import (
     CanaryConfig,
     EpsilonGreedyConfig,
@@ -31,7 +31,7 @@ __all__ = ["Allocation", "ArmInput", "allocate", "apply_floor"]
 ArmInput = ArmStats | Sequence[ArmStats]
 """An arm's aggregate, or its time buckets oldest first (for ``discount``/``window``)."""
 
-Decision = Literal["burn_in", "reweight", "fixed", "advance", "hold", "rollback"]
+Decision = Literal["burn_in", "reweight", "fixed", "advance", "hold", "rollback", "ended"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Allocation:
         The policy kind, e.g. ``"thompson"``.
     decision : str
         ``"burn_in"`` (kept previous or equal weights), ``"reweight"``,
-        ``"fixed"``, or the canary's ``"advance"``, ``"hold"``, ``"rollback"``.
+        ``"fixed"``, or the canary's ``"advance"``, ``"hold"``, ``"rollback"``,
+        ``"ended"`` (its candidate or control is no longer an active arm).
     means, counts : dict[str, float]
         Each arm's mean reward and (possibly discounted) rewarded requests.
     prob_best, expected_loss : dict[str, float] or None
@@ -144,6 +145,8 @@ def allocate(
         first) is reduced with the policy's ``discount`` and ``window``; a
         single aggregate is used as it is.
     config : PolicyConfig
+        A canary whose candidate or control is not among ``arms`` has ended
+        (:func:`bandit.canary.canary_end`) and gets decision ``"ended"``.
     kind : {"binary", "continuous"}
     rng : numpy.random.Generator
         Source of randomness (Thompson's posterior draws).
@@ -217,6 +220,10 @@ def allocate(
         return done(fixed, "Fixed split as configured.", "fixed")
 
     if isinstance(config, CanaryConfig):
+        end = canary_end(names, config)
+        if end is not None:
+            ended = np.array([end.shares[name] for name in names], dtype=np.float64)
+            return done(ended, end.reason, "ended", stage=end.shares.get(config.candidate, 0.0))
         step = _canary(names, stats, config, kind, previous, health)
         distribution = np.zeros(k)
         distribution[names.index(config.candidate)] = step.share
@@ -291,10 +298,6 @@ def _canary(
     previous: Mapping[str, float] | None,
     health: Mapping[str, ArmHealth] | None,
 ) -> CanaryStep:
-    for role, name in (("candidate", config.candidate), ("control", config.control)):
-        if name not in names:
-            msg = f"The canary's {role} {name!r} is not among the active arms {list(names)!r}."
-            raise InvalidPolicyError(msg)
     k = len(names)
     current: float | None = None
     if previous is not None and config.candidate in previous:

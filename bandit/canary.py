@@ -3,6 +3,10 @@
 Each allocation either advances the candidate to the next stage, holds it, or
 rolls it back to zero:
 
+0. a canary whose candidate or control is no longer an active arm (a guardrail
+   or a person disabled it) has ended (:func:`canary_end`): the other of the
+   two takes all traffic, or, when neither is active, the remaining arms share
+   it evenly; the rules below do not apply;
 1. a candidate already at zero stays there (a rollback is final until a person
    promotes or restarts it);
 2. a guardrail breach (error rate or p99 latency over its limit, measured on at
@@ -20,6 +24,7 @@ small early stages bound what such an error costs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,7 +34,7 @@ from bandit.frequentist import Comparison, noninferiority_test
 from bandit.posterior import RewardKind
 from bandit.stats import ArmStats
 
-__all__ = ["ArmHealth", "CanaryStep", "canary_step"]
+__all__ = ["ArmHealth", "CanaryEnd", "CanaryStep", "canary_end", "canary_step"]
 
 # Shares recovered from stored float weights carry rounding; closer than this is equal.
 _SHARE_TOLERANCE = 1e-9
@@ -65,6 +70,51 @@ class CanaryStep:
     decision: Literal["advance", "hold", "rollback"]
     reason: str
     comparison: Comparison | None = None
+
+
+@dataclass(frozen=True)
+class CanaryEnd:
+    """The shares of a canary that has ended, before the floor, and why."""
+
+    shares: dict[str, float]
+    reason: str
+
+
+def canary_end(names: Sequence[str], config: CanaryConfig) -> CanaryEnd | None:
+    """End the canary when its candidate or control is not among the active arms (rule 0).
+
+    Parameters
+    ----------
+    names : sequence of str
+        The active arms, at least one.
+    config : CanaryConfig
+
+    Returns
+    -------
+    CanaryEnd or None
+        ``None`` while both the candidate and the control are active.
+    """
+    cand, ctrl = config.candidate, config.control
+    missing = [
+        (role, name) for role, name in (("candidate", cand), ("control", ctrl)) if name not in names
+    ]
+    if not missing:
+        return None
+    if len(missing) == 2:
+        share = 1.0 / len(names)
+        quoted = ", ".join(repr(n) for n in names)
+        return CanaryEnd(
+            {name: share for name in names},
+            f"The canary has ended: neither its candidate {cand!r} nor its control {ctrl!r} is "
+            f"an active arm, so traffic is split evenly over {quoted}.",
+        )
+    ((role, gone),) = missing
+    survivor, survivor_role = (ctrl, "control") if role == "candidate" else (cand, "candidate")
+    return CanaryEnd(
+        {name: 1.0 if name == survivor else 0.0 for name in names},
+        f"The canary has ended: its {role} {gone!r} is no longer an active arm, so its "
+        f"{survivor_role} {survivor!r} takes all traffic.",
+    )
 
 
 def _pct(share: float) -> str:

@@ -144,3 +144,27 @@ def test_invalid_status_value_is_422(client: TestClient) -> None:
     create_experiment(client, "v")
     response = client.patch("/v1/experiments/v", json={"status": "done"})
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("policy", "missing"),
+    [
+        ({"kind": "canary", "candidate": "ghost", "control": "a"}, "'ghost'"),
+        ({"kind": "canary", "candidate": "b", "control": "shadow"}, "'shadow'"),
+    ],
+)
+def test_patch_to_a_canary_needs_active_arms(
+    client: TestClient, policy: dict[str, str], missing: str
+) -> None:
+    create_experiment(client, "c")
+    upload(client, "c", "a")
+    upload(client, "c", "b")
+    upload(client, "c", "shadow", role="shadow")
+    start(client, "c")
+    response = client.patch("/v1/experiments/c", json={"policy": policy})
+    assert response.status_code == 422, response.text
+    assert error_code(response) == "canary_arms_missing"
+    assert missing in response.json()["error"]["message"]
+    assert client.get("/v1/experiments/c").json()["policy"] == {"kind": "thompson"}
+    ok = {"kind": "canary", "candidate": "b", "control": "a"}
+    assert client.patch("/v1/experiments/c", json={"policy": ok}).status_code == 200

@@ -225,3 +225,35 @@ def test_canary_ramps_the_candidate_in_stages(client: TestClient) -> None:
         assert step["stats"]["policy"] == "canary"
     assert shares == sorted(shares), shares
     assert shares[-1] > shares[0]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "control"), [("bad", "good"), ("good", "bad")], ids=["candidate", "control"]
+)
+def test_guardrail_ends_a_canary_it_pulls_an_arm_of(
+    client: TestClient, candidate: str, control: str
+) -> None:
+    policy = {"kind": "canary", "candidate": candidate, "control": control, "stages": [0.5, 1.0]}
+    # Every arm breaches a p99 limit this low; the guardrail pulls arms in upload order
+    # and keeps the last, so 'bad' is pulled and 'good' survives.
+    guardrails = {"max_p99_latency_ms": 1e-9}
+    create_experiment(client, "cg", policy=policy, guardrails=guardrails)
+    upload(client, "cg", "bad", linear_model([0.0, 1.0, 0.0]))
+    upload(client, "cg", "good", linear_model([1.0, 0.0, 0.0]))
+    start(client, "cg")
+    rows = [{"features": [1.0, 2.0, 3.0]}] * 600
+    assert client.post("/v1/experiments/cg/predict/batch", json={"rows": rows}).status_code == 200
+    flush(client)
+    response = client.post("/v1/experiments/cg/reallocate")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["weights"] == {"good": 1.0}
+    assert "Guardrail pulled 'bad'" in body["reason"]
+    assert "The canary has ended" in body["reason"]
+    assert body["stats"]["decision"] == "ended"
+    # The next allocation, now without the pulled arm in force, stays defined.
+    again = client.post("/v1/experiments/cg/reallocate")
+    assert again.status_code == 200, again.text
+    assert again.json()["weights"] == {"good": 1.0}
+    assert again.json()["stats"]["decision"] == "ended"
+

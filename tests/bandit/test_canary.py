@@ -155,3 +155,42 @@ def test_impossible_health_is_rejected(kwargs: dict[str, int], message: str) -> 
     with pytest.raises(InvalidInputError) as caught:
         ArmHealth(**kwargs)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("names", "weights", "stage", "reason"),
+    [
+        (
+            ["a", "c"],
+            {"a": 1.0, "c": 0.0},
+            0.0,
+            "The canary has ended: its candidate 'b' is no longer an active arm, so its "
+            "control 'a' takes all traffic.",
+        ),
+        (
+            ["b"],
+            {"b": 1.0},
+            1.0,
+            "The canary has ended: its control 'a' is no longer an active arm, so its "
+            "candidate 'b' takes all traffic.",
+        ),
+        (
+            ["c", "d"],
+            {"c": 0.5, "d": 0.5},
+            0.0,
+            "The canary has ended: neither its candidate 'b' nor its control 'a' is an "
+            "active arm, so traffic is split evenly over 'c', 'd'.",
+        ),
+    ],
+)
+def test_a_canary_without_its_candidate_or_control_has_ended(
+    names: list[str], weights: dict[str, float], stage: float, reason: str
+) -> None:
+    config = CanaryConfig("b", "a", stages=(0.5, 1.0))
+    arms = [(name, ArmStats(200, 100.0, 100.0)) for name in names]
+    for previous in (None, {"a": 0.5, "b": 0.5}, dict.fromkeys(names, 1 / len(names))):
+        result = allocate(
+            arms, config, kind="binary", rng=np.random.default_rng(0), previous=previous
+        )
+        assert result.weights == weights
+        assert (result.decision, result.stage, result.reason) == ("ended", stage, reason)

@@ -258,11 +258,6 @@ def test_apply_floor_keeps_order_and_the_floor() -> None:
             FixedConfig({"a": 1.0}),
             "Fixed weights must name exactly the active arms ['a', 'b'], but they name ['a'].",
         ),
-        (
-            [("a", ArmStats()), ("b", ArmStats())],
-            CanaryConfig("c", "a"),
-            "The canary's candidate 'c' is not among the active arms ['a', 'b'].",
-        ),
     ],
 )
 def test_bad_allocations_raise_with_a_sentence(
