@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -21,6 +21,7 @@ __all__ = [
     "rebalance",
     "record_allocation",
     "validate_weights",
+    "weights_by_version",
 ]
 
 _SUM_TOLERANCE = 1e-6
@@ -48,6 +49,24 @@ def history(session: Session, experiment: Experiment, *, limit: int = 1000) -> l
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+def weights_by_version(
+    session: Session, experiment: Experiment, versions: Collection[int]
+) -> dict[int, dict[str, float]]:
+    """The weights of the given versions, however far back in the history they lie.
+
+    Reads only the version and weights columns of the range the versions span (one
+    query, no row limit), so the cost follows the versions asked for, not the history.
+    """
+    if not versions:
+        return {}
+    stmt = select(AllocationRow.version, AllocationRow.weights).where(
+        AllocationRow.experiment_id == experiment.id,
+        AllocationRow.version.between(min(versions), max(versions)),
+    )
+    wanted = set(versions)
+    return {version: weights for version, weights in session.execute(stmt) if version in wanted}
 
 
 def equal_weights(arms: list[str]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api import allocations
 from api.lake_stats import LakeStats, VariantView, bandit_kind
-from api.store.models import AllocationRow, Experiment
+from api.store.models import Experiment
 from bandit.bayesian import bayes_summary
 from bandit.frequentist import compare_to_control, mean_interval
 from bandit.ipw import ipw_estimate
@@ -76,14 +76,13 @@ class Report(BaseModel):
 
 
 def _expected_counts(
-    served: dict[int, dict[str, int]], history: list[AllocationRow], names: list[str]
+    served: dict[int, dict[str, int]], weights: dict[int, dict[str, float]], names: list[str]
 ) -> tuple[list[float], list[float]]:
     """Observed arm counts and the counts the logged allocation versions expected.
 
     Each version's requests are split by that version's weights, so a weight change
     mid-experiment does not look like a mismatch.
     """
-    weights = {row.version: row.weights for row in history}
     observed = [0.0] * len(names)
     expected = [0.0] * len(names)
     for version, counts in served.items():
@@ -165,8 +164,11 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     reports += [variant_report(-1, s, shadow_rows[i].status) for i, s in enumerate(shadows)]
 
     names = [a.name for a in arms]
+    served = stats.served_by_version(experiment.name)
+    # Every version that served requests, not a page of the history: on a long
+    # experiment the oldest versions would otherwise have no expected share.
     observed, expected = _expected_counts(
-        stats.served_by_version(experiment.name), allocations.history(session, experiment), names
+        served, allocations.weights_by_version(session, experiment, served), names
     )
     srm = srm_test(observed, expected) if sum(observed) > 0 and len(names) > 1 else None
     srm_mismatch = srm is not None and srm.p_value < SRM_ALPHA

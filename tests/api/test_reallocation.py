@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from api import leases
+from api.allocations import record_allocation
+from api.experiments import get_experiment
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.migrate import upgrade
@@ -257,3 +259,34 @@ def test_guardrail_ends_a_canary_it_pulls_an_arm_of(
     assert again.json()["weights"] == {"good": 1.0}
     assert again.json()["stats"]["decision"] == "ended"
 
+
+def test_report_expects_every_served_version_however_long_the_history(
+    client: TestClient,
+) -> None:
+    create_experiment(client, "long")
+    upload(client, "long", "a")
+    upload(client, "long", "b")
+    start(client, "long")
+    skewed = client.put("/v1/experiments/long/allocation", json={"weights": {"a": 0.9, "b": 0.1}})
+    assert skewed.status_code == 200, skewed.text
+    rows = [{"features": [1.0, 2.0, 3.0]}] * 500
+    for _ in range(4):
+        client.post("/v1/experiments/long/predict/batch", json={"rows": rows})
+    engine = make_engine(client.app.state.settings.database_url)  # type: ignore[attr-defined]
+    with make_session_factory(engine)() as session:
+        experiment = get_experiment(session, "long")
+        for _ in range(1000):  # more versions than the history's default page
+            record_allocation(
+                session, experiment, {"a": 0.5, "b": 0.5}, reason="filler", author="test"
+            )
+        session.commit()
+    engine.dispose()
+    even = client.put("/v1/experiments/long/allocation", json={"weights": {"a": 0.5, "b": 0.5}})
+    assert even.json()["version"] == 1003
+    for _ in range(4):
+        client.post("/v1/experiments/long/predict/batch", json={"rows": rows})
+    flush(client)
+    report = client.get("/v1/experiments/long/report").json()
+    assert sum(v["requests"] for v in report["variants"]) == 4000
+    assert report["srm_mismatch"] is False, report["verdict"]
+    assert report["srm_p_value"] > 0.001
