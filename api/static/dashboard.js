@@ -9,7 +9,7 @@
   const PALETTE = ["#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"];
   const API = "/dashboard/api/experiments";
 
-  const state = { paused: false, busy: false, timer: null, charts: {}, colors: {} };
+  const state = { paused: false, inflight: null, timer: null, charts: {}, colors: {} };
 
   // -- token: ?token= is kept in localStorage and removed from the address bar ------------
   (function takeToken() {
@@ -34,11 +34,11 @@
     constructor(status, message) { super(message); this.status = status; }
   }
 
-  async function api(path) {
+  async function api(path, signal) {
     const headers = { Accept: "application/json" };
     const t = token();
     if (t) headers.Authorization = "Bearer " + t;
-    const response = await fetch(path, { headers: headers, cache: "no-store" });
+    const response = await fetch(path, { headers: headers, cache: "no-store", signal: signal });
     let body = null;
     try { body = await response.json(); } catch (e) { body = null; }
     if (!response.ok) {
@@ -376,21 +376,24 @@
 
   function hours() { return Number($("#hours").value) || 24; }
 
-  async function refreshList() {
-    renderList(await api(API));
+  async function refreshList(signal) {
+    const experiments = await api(API, signal);
+    if (signal.aborted) return;
+    renderList(experiments);
   }
 
-  async function refreshExperiment(name) {
+  async function refreshExperiment(name, signal) {
     if ($("#exp-name").textContent !== name) $("#exp-name").textContent = name;
     const base = API + "/" + encodeURIComponent(name);
     const h = hours();
     const buckets = h <= 24 ? 48 : h <= 168 ? 84 : 90;
     const [report, history, series, drift] = await Promise.allSettled([
-      api(base + "/report"),
-      api(base + "/allocations"),
-      api(base + "/timeseries?hours=" + h + "&buckets=" + buckets),
-      api(base + "/drift?hours=" + h),
+      api(base + "/report", signal),
+      api(base + "/allocations", signal),
+      api(base + "/timeseries?hours=" + h + "&buckets=" + buckets, signal),
+      api(base + "/drift?hours=" + h, signal),
     ]);
+    if (signal.aborted) return;
     const failed = [report, history, series, drift].filter(function (r) { return r.status === "rejected"; });
     if (report.status === "fulfilled") {
       for (const v of report.value.variants) colorOf(v.name);
@@ -402,18 +405,28 @@
     if (failed.length) throw failed[0].reason;
   }
 
-  async function refresh() {
-    if (state.busy) return;
-    state.busy = true;
+  /* Fetch and render the current view. A periodic tick leaves a refresh in flight alone
+     (a slow server gets no pile-up); a user's action (``supersede``) aborts it, so the view
+     just asked for renders at once and the abandoned one never paints over it. */
+  async function refresh(supersede) {
+    if (state.inflight) {
+      if (!supersede) return;
+      state.inflight.abort();
+    }
+    const controller = new AbortController();
+    const signal = controller.signal;
+    state.inflight = controller;
     const name = route();
     $("#list-view").hidden = name !== null;
     $("#experiment-view").hidden = name === null;
     try {
-      if (name === null) await refreshList();
-      else await refreshExperiment(name);
+      if (name === null) await refreshList(signal);
+      else await refreshExperiment(name, signal);
+      if (signal.aborted) return;
       showBanner("");
       $("#updated").textContent = "updated " + new Date().toISOString().slice(11, 19) + " UTC" + (state.paused ? " · paused" : "");
     } catch (error) {
+      if (signal.aborted) return;
       if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
         showBanner(error.message + " Open this page as /dashboard?token=<admin token> (it is then kept in this browser).");
       } else {
@@ -421,7 +434,7 @@
       }
       $("#updated").textContent = "update failed " + new Date().toISOString().slice(11, 19) + " UTC";
     } finally {
-      state.busy = false;
+      if (state.inflight === controller) state.inflight = null;
     }
   }
 
@@ -435,13 +448,13 @@
     state.charts = {};
   }
 
-  window.addEventListener("hashchange", function () { resetCharts(); refresh(); });
-  $("#hours").addEventListener("change", function () { refresh(); });
+  window.addEventListener("hashchange", function () { resetCharts(); refresh(true); });
+  $("#hours").addEventListener("change", function () { refresh(true); });
   $("#pause").addEventListener("click", function () {
     state.paused = !state.paused;
     $("#pause").textContent = state.paused ? "Resume" : "Pause";
     schedule();
-    if (!state.paused) refresh();
+    if (!state.paused) refresh(true);
   });
   $("#experiments tbody").addEventListener("click", function (event) {
     const row = event.target.closest("tr[data-href]");

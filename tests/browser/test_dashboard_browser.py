@@ -10,6 +10,7 @@ the README's picture.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -284,5 +285,51 @@ def test_an_experiment_without_traffic_renders_empty_panels(
     assert page.inner_text("#verdict") == "No rewarded requests yet."
     assert page.inner_text("#exp-status") == "draft"
     assert page.is_hidden("#banner")
+    assert problems == []
+    page.close()
+
+
+def test_navigation_during_a_slow_refresh_shows_the_new_view_at_once(
+    service: tuple[_Service, dict[str, Any]], browser: Any
+) -> None:
+    running, _ = service
+    page = browser.new_page()
+    problems = _listen(page)
+    page.goto(f"{running.base}/dashboard?token={TOKEN}#/experiments/{EXPERIMENT}")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#tests tbody tr').length === 3", timeout=10_000
+    )
+    # One panel of the next refresh hangs until released: the refresh stays in flight.
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:
+        held.append(route)
+
+    page.route(f"**/dashboard/api/experiments/{EXPERIMENT}/drift*", hold)
+    page.evaluate("() => { window.banditlakeDashboard.refresh(); }")
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert held, "the refresh never asked for the drift panel"
+
+    page.evaluate("() => { window.location.hash = '#/experiments/search-rerank'; }")
+    # Well inside the 5 s refresh interval: the navigation's own refresh renders the view.
+    page.wait_for_function(
+        """() => document.getElementById("exp-name").textContent === "search-rerank"
+          && document.getElementById("exp-status").textContent === "draft"
+          && document.getElementById("verdict").textContent === "No rewarded requests yet."
+          && document.querySelectorAll("#tests tbody tr").length === 0""",
+        timeout=2_000,
+    )
+    # The superseded refresh, answered late, must not paint the old experiment over it.
+    page.unroute_all(behavior="ignoreErrors")
+    for route in held:
+        # The dashboard may have abandoned the request already.
+        with contextlib.suppress(sync_api.Error):
+            route.continue_()
+    page.wait_for_timeout(500)
+    assert page.inner_text("#exp-name") == "search-rerank"
+    assert page.inner_text("#exp-status") == "draft"
+    assert page.inner_text("#verdict") == "No rewarded requests yet."
     assert problems == []
     page.close()
