@@ -7,6 +7,13 @@ State kept between updates, all bounded by the feedback lookback rather than his
 - *orphans*: feedback whose prediction has not been flushed yet;
 - *rewarded*: request ids already counted, so a duplicate never counts twice.
 
+Which files are folded is the manifest's contract (:mod:`lake.manifest`): every file
+registered since the watermark, whatever its status, except compaction outputs, so each
+row is counted once from the flush file that first held it, before or after compaction.
+A listed file missing on disk stops the update there with :class:`LakeReadError`: the
+files before it are folded, the watermark stays before it, and a later update resumes
+from it once it is back (or after the statistics are rebuilt).
+
 A request's first feedback counts (first processed; within one file, first by time).
 Failed predictions count as served and as errors, never as rewarded. A shadow row is
 scored with its request's feedback when it is flushed no later than that feedback is
@@ -32,7 +39,8 @@ from sqlalchemy import Engine
 
 from bandit.ipw import IpwStats
 from bandit.stats import ArmStats
-from lake.manifest import FileEntry, files_since
+from lake.errors import LakeReadError
+from lake.manifest import FileEntry, files_since, is_compaction_output
 from lake.rewards import RewardRule, reward_of
 
 __all__ = [
@@ -123,6 +131,14 @@ _Entry = tuple[str, str, str, int, float, float | None, int]
 # Rows folded per step: memory stays bounded by the lookback during a long catch-up.
 _CHUNK_ROWS = 1_000_000
 
+_COLUMNS: dict[str, list[str]] = {
+    "predictions": [
+        "request_id", "ts", "experiment", "variant", "role", "allocation_version",
+        "propensity", "prediction", "latency_ms", "status",
+    ],
+    "feedback": ["request_id", "ts", "reward", "label", "idempotency_key"],
+}  # fmt: skip
+
 
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
     # Column lists zipped: several times faster than DataFrame.iter_rows.
@@ -179,10 +195,23 @@ class LakeAggregator:
 
         Files are folded in manifest order, a chunk at a time; each table's watermark
         advances after every chunk, so an interrupted catch-up resumes where it stopped.
+
+        Raises
+        ------
+        LakeReadError
+            When a file to fold is missing on disk or unreadable. The files before it
+            are folded and the watermark stops before it; nothing of it is counted.
         """
         new = files_since(self._engine, "predictions", self._watermark["predictions"])
         new += files_since(self._engine, "feedback", self._watermark["feedback"])
         new.sort(key=lambda e: int(e.id or 0))
+        missing = next(
+            (i for i, e in enumerate(new) if self._reads(e) and not (self._root / e.path).exists()),
+            None,
+        )
+        if missing is not None:
+            # Fold up to the gap, never past it: rows not read must not be skipped for good.
+            new, gone = new[:missing], new[missing]
         rows = 0
         chunk: list[FileEntry] = []
         size = 0
@@ -194,31 +223,55 @@ class LakeAggregator:
                 chunk, size = [], 0
         if chunk:
             rows += self._fold(chunk, rules)
+        if missing is not None:
+            raise LakeReadError(self._missing_message(gone))
         return rows
 
     # -- internals ------------------------------------------------------------------
 
-    def _fold(self, chunk: list[FileEntry], rules: Mapping[str, RewardRule]) -> int:
-        def paths(table: str) -> list[str]:
-            return [
-                str(self._root / e.path)
-                for e in chunk
-                if e.table == table and e.status == "live" and (self._root / e.path).exists()
-            ]
+    @staticmethod
+    def _reads(entry: FileEntry) -> bool:
+        # Replaced files are read too; compaction outputs repeat rows of earlier files.
+        return entry.table in _COLUMNS and not is_compaction_output(entry)
 
-        rows = self._fold_predictions(paths("predictions"), rules)
-        rows += self._fold_feedback(paths("feedback"), rules)
+    def _missing_message(self, entry: FileEntry) -> str:
+        return (
+            f"The {entry.table} file {entry.path!r} (manifest id {entry.id}) is listed in the "
+            f"manifest but missing under {str(self._root)!r}; the statistics stop before it, "
+            f"at watermark {self._watermark[entry.table]}."
+        )
+
+    def _fold(self, chunk: list[FileEntry], rules: Mapping[str, RewardRule]) -> int:
+        # Every file is read before any is counted, so a file that vanishes or is corrupt
+        # leaves the statistics and the watermarks as they were.
+        frames: dict[str, pl.DataFrame | None] = {}
+        for table, columns in _COLUMNS.items():
+            entries = [e for e in chunk if e.table == table and self._reads(e)]
+            frames[table] = self._read(entries, columns) if entries else None
+        rows = self._fold_predictions(frames["predictions"], rules)
+        rows += self._fold_feedback(frames["feedback"], rules)
         for entry in chunk:
             table = entry.table
             self._watermark[table] = max(self._watermark[table], int(entry.id or 0))
         self._expire()
         return rows
 
-    @staticmethod
-    def _read(paths: list[str], columns: list[str]) -> pl.DataFrame:
+    def _read(self, entries: list[FileEntry], columns: list[str]) -> pl.DataFrame:
         # Small new files: pyarrow reads them in well under a millisecond each, where a
         # SQL engine would spend longer planning the query than reading.
-        tables = [pq.read_table(p, columns=columns) for p in paths]
+        tables = []
+        for entry in entries:
+            try:
+                tables.append(pq.read_table(self._root / entry.path, columns=columns))
+            except FileNotFoundError as exc:
+                raise LakeReadError(self._missing_message(entry)) from exc
+            except (OSError, pa.ArrowException) as exc:
+                msg = (
+                    f"The {entry.table} file {entry.path!r} (manifest id {entry.id}) cannot be "
+                    f"read ({exc}); the statistics stop before it, at watermark "
+                    f"{self._watermark[entry.table]}."
+                )
+                raise LakeReadError(msg) from exc
         return pl.from_arrow(pa.concat_tables(tables))  # type: ignore[return-value]
 
     def _total(self, key: ArmKey) -> Totals:
@@ -235,16 +288,9 @@ class LakeAggregator:
             found = self._by_tuple[key] = self._total(ArmKey(*key))
         return found
 
-    def _fold_predictions(self, paths: list[str], rules: Mapping[str, RewardRule]) -> int:
-        if not paths:
+    def _fold_predictions(self, frame: pl.DataFrame | None, rules: Mapping[str, RewardRule]) -> int:
+        if frame is None:
             return 0
-        frame = self._read(
-            paths,
-            [
-                "request_id", "ts", "experiment", "variant", "role", "allocation_version",
-                "propensity", "prediction", "latency_ms", "status",
-            ],
-        )  # fmt: skip
         bucket = (
             (
                 (pl.col("latency_ms").clip(lower_bound=1e-9) / _LATENCY_BASE_MS).log()
@@ -298,13 +344,11 @@ class LakeAggregator:
                 self._match(rid, fts, reward, label, rules)
         return frame.height
 
-    def _fold_feedback(self, paths: list[str], rules: Mapping[str, RewardRule]) -> int:
-        if not paths:
+    def _fold_feedback(self, frame: pl.DataFrame | None, rules: Mapping[str, RewardRule]) -> int:
+        if frame is None:
             return 0
-        frame = (
-            self._read(paths, ["request_id", "ts", "reward", "label", "idempotency_key"])
-            .sort("ts", "idempotency_key")
-            .select("request_id", pl.col("ts").dt.epoch("us"), "reward", "label")
+        frame = frame.sort("ts", "idempotency_key").select(
+            "request_id", pl.col("ts").dt.epoch("us"), "reward", "label"
         )
         for rid, ts, reward, label in _rows(frame):
             if ts > self._latest:

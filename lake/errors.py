@@ -5,7 +5,8 @@ Every exception derives from one root, so a caller can catch the whole family::
     LakeError
     ├── LakeConfigError      an argument or setting is invalid (also a ValueError)
     ├── RowConversionError   rows do not fit their table's Arrow schema
-    └── LakeWriteError       a flush could not be written to disk or registered
+    ├── LakeWriteError       a flush could not be written to disk or registered
+    └── LakeReadError        a file listed in the manifest is missing or unreadable
 
 The writer never lets these escape from ``LakeWriter.append``; only the explicit,
 blocking calls (``LakeWriter.flush``, the readers) raise them.
@@ -13,7 +14,13 @@ blocking calls (``LakeWriter.flush``, the readers) raise them.
 
 from __future__ import annotations
 
-__all__ = ["LakeConfigError", "LakeError", "LakeWriteError", "RowConversionError"]
+__all__ = [
+    "LakeConfigError",
+    "LakeError",
+    "LakeReadError",
+    "LakeWriteError",
+    "RowConversionError",
+]
 
 
 class LakeError(Exception):
@@ -30,3 +37,7 @@ class RowConversionError(LakeError):
 
 class LakeWriteError(LakeError):
     """A batch of rows could not be written to the lake or registered in the manifest."""
+
+
+class LakeReadError(LakeError):
+    """A file listed in the manifest is missing on disk or cannot be read."""

@@ -2,9 +2,18 @@
 
 A Parquet file is part of the lake when, and only when, it has a ``live`` row in
 ``lake_files``. Writers add a row in one transaction after the file is durably in place;
-a compactor marks its inputs ``replaced`` and its output ``live`` in one transaction;
-readers take the live list as a snapshot. So a reader never sees a half-written file, and
-never a row twice.
+a compactor marks its inputs ``replaced`` and its output ``live`` in one transaction
+(:func:`register_compaction`); readers take the live list as a snapshot. So a reader never
+sees a half-written file, and never a row twice.
+
+Incremental consumers (the aggregates) follow one contract instead: they fold every file
+:func:`files_since` returns, *whatever its status*, except compaction outputs
+(:func:`is_compaction_output`), which hold only rows of files registered before them. Each
+row is then folded exactly once, from the flush file that first held it, however
+compaction and the consumer's updates interleave. It asks one thing of the compactor: a
+replaced file stays on disk until every incremental consumer has passed it (its grace
+period); a consumer that meets a listed file missing on disk stops there
+(:class:`lake.errors.LakeReadError`) rather than move past rows it never read.
 
 ``metadata`` is shared with the service's ORM models (their ``DeclarativeBase`` uses this
 object), so Alembic sees one schema. The functions here use SQLAlchemy Core only and run
@@ -13,7 +22,8 @@ identically on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -30,17 +40,23 @@ from sqlalchemy import (
     Table,
     insert,
     select,
+    update,
 )
 
+from lake.errors import LakeConfigError
+
 __all__ = [
+    "COMPACTION_WRITER_ID",
     "NAMING_CONVENTION",
     "FileEntry",
     "FileStatus",
     "files_since",
+    "is_compaction_output",
     "is_registered",
     "lake_files",
     "live_files",
     "metadata",
+    "register_compaction",
     "register_file",
 ]
 
@@ -73,6 +89,10 @@ lake_files: Final = Table(
 )
 
 FileStatus = Literal["live", "replaced"]
+
+# The writer id of compaction outputs. A LakeWriter's id must start with a letter or a
+# digit (lake.layout.is_valid_writer_id), so no flush file can be taken for one.
+COMPACTION_WRITER_ID: Final = "_compaction"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +165,21 @@ def _entry(row: Row[tuple[object, ...]]) -> FileEntry:
     )
 
 
+def _values(entry: FileEntry) -> dict[str, object]:
+    return {
+        "table_name": entry.table,
+        "path": entry.path,
+        "rows": entry.rows,
+        "bytes": entry.bytes,
+        "writer_id": entry.writer_id,
+        "min_ts": _to_db(entry.min_ts),
+        "max_ts": _to_db(entry.max_ts),
+        "status": entry.status,
+        "created_at": _to_db(entry.created_at),
+        "replaced_at": _to_db(entry.replaced_at),
+    }
+
+
 def register_file(engine: Engine, entry: FileEntry) -> int:
     """Add a file to the manifest, in one transaction.
 
@@ -167,23 +202,78 @@ def register_file(engine: Engine, entry: FileEntry) -> int:
     sqlalchemy.exc.SQLAlchemyError
         When the store cannot be reached or written.
     """
-    values = {
-        "table_name": entry.table,
-        "path": entry.path,
-        "rows": entry.rows,
-        "bytes": entry.bytes,
-        "writer_id": entry.writer_id,
-        "min_ts": _to_db(entry.min_ts),
-        "max_ts": _to_db(entry.max_ts),
-        "status": entry.status,
-        "created_at": _to_db(entry.created_at),
-        "replaced_at": _to_db(entry.replaced_at),
-    }
     with engine.begin() as conn:
-        result = conn.execute(insert(lake_files).values(values))
+        result = conn.execute(insert(lake_files).values(_values(entry)))
         new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     if not isinstance(new_id, int):
         msg = f"The manifest returned no id for the new file {entry.path!r}."
+        raise RuntimeError(msg)
+    return new_id
+
+
+def is_compaction_output(entry: FileEntry) -> bool:
+    """Tell whether a file was written by compaction (its rows are in earlier files too)."""
+    return entry.writer_id == COMPACTION_WRITER_ID
+
+
+def register_compaction(
+    engine: Engine, output: FileEntry, inputs: Sequence[int], *, at: datetime | None = None
+) -> int:
+    """Add a compacted file and mark the files it merged ``replaced``, in one transaction.
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store holding ``lake_files``.
+    output
+        The compacted file, durably in place; it is registered ``live`` with the writer
+        id :data:`COMPACTION_WRITER_ID`, whatever ``output`` says.
+    inputs
+        Manifest ids of the live files of ``output.table`` whose rows, all of them and
+        nothing else, ``output`` holds.
+    at
+        When the inputs were replaced (UTC); default now.
+
+    Returns
+    -------
+    int
+        The output's id, greater than every input's.
+
+    Raises
+    ------
+    LakeConfigError
+        When ``inputs`` is empty or names a file that is not a live file of the table;
+        the manifest is then left unchanged.
+    """
+    wanted = sorted(set(inputs))
+    if not wanted:
+        msg = (
+            f"A compaction must replace at least one file, but none was given for {output.path!r}."
+        )
+        raise LakeConfigError(msg)
+    replaced_at = _to_db(at if at is not None else datetime.now(UTC))
+    with engine.begin() as conn:
+        marked = conn.execute(
+            update(lake_files)
+            .where(
+                lake_files.c.id.in_(wanted),
+                lake_files.c.table_name == output.table,
+                lake_files.c.status == "live",
+            )
+            .values(status="replaced", replaced_at=replaced_at)
+        ).rowcount
+        if marked != len(wanted):
+            # Raising inside the block rolls the transaction back: nothing is marked.
+            msg = (
+                f"A compaction can only replace live files of {output.table!r}, but some of "
+                f"the files {wanted!r} are not."
+            )
+            raise LakeConfigError(msg)
+        values = _values(replace(output, writer_id=COMPACTION_WRITER_ID, status="live"))
+        result = conn.execute(insert(lake_files).values(values))
+        new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    if not isinstance(new_id, int):
+        msg = f"The manifest returned no id for the compacted file {output.path!r}."
         raise RuntimeError(msg)
     return new_id
 
@@ -236,8 +326,9 @@ def files_since(engine: Engine, table: str, after_id: int) -> list[FileEntry]:
 
     Meant for incremental aggregates: keep the largest id seen as a watermark and ask for
     the files added since. Files are returned whatever their status, so a flush file that
-    a compactor has since replaced is still returned once; a consumer that must not count
-    rows twice has to skip compaction outputs (they hold rows of earlier files).
+    a compactor has since replaced is still returned once; a consumer counts each row once
+    by folding every file returned except compaction outputs (:func:`is_compaction_output`;
+    the module docstring states the contract).
 
     Parameters
     ----------

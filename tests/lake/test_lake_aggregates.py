@@ -6,10 +6,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine
 
 from lake.aggregates import LakeAggregator, latency_quantile
+from lake.errors import LakeReadError
+from lake.manifest import FileEntry, files_since, register_compaction
 from lake.reader import open_lake
 from lake.rewards import RewardRule, reward_of
 from lake.writer import LakeWriter
@@ -141,3 +145,89 @@ def test_latency_quantile_is_within_a_bucket() -> None:
         assert estimate is not None
         assert true <= estimate <= true * 1.1 + 1e-9
     assert latency_quantile(np.zeros(166, dtype=np.int64), 0.5) is None
+
+
+def _compact(engine: Engine, root: Path, table: str, inputs: list[FileEntry]) -> int:
+    """Merge ``inputs`` into one file the way a compactor does, and register it."""
+    merged = pa.concat_tables([pq.read_table(root / e.path) for e in inputs])
+    path = f"{table}/compacted-{inputs[0].id}.parquet"
+    pq.write_table(merged, root / path)
+    output = FileEntry(
+        table=table,
+        path=path,
+        rows=merged.num_rows,
+        bytes=(root / path).stat().st_size,
+        writer_id="compactor",
+        min_ts=min(e.min_ts for e in inputs if e.min_ts is not None),
+        max_ts=max(e.max_ts for e in inputs if e.max_ts is not None),
+        created_at=T0,
+    )
+    return register_compaction(engine, output, [int(e.id or 0) for e in inputs])
+
+
+def _counts(aggregator: LakeAggregator) -> tuple[int, int, float]:
+    totals = aggregator.totals("exp").values()
+    return sum(t.served for t in totals), sum(t.n for t in totals), sum(t.sum for t in totals)
+
+
+@pytest.mark.parametrize("folded_before", [0, 2, 4], ids=["none", "half", "all"])
+def test_compaction_neither_doubles_nor_loses_a_row(
+    engine: Engine, root: Path, folded_before: int
+) -> None:
+    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    with (
+        LakeWriter(root, engine, table="predictions") as preds,
+        LakeWriter(root, engine, table="feedback") as fbs,
+    ):
+        for batch in range(4):
+            for i in range(25):
+                rid = f"r{batch}-{i}"
+                preds.append(prediction(rid, variant="ab"[i % 2]))
+                fbs.append(feedback(rid, reward=float(i)))
+            preds.flush()
+            fbs.flush()
+            if batch + 1 == folded_before:
+                aggregator.update(RULES)
+    expected = (100, 100, 4 * sum(range(25)))
+    # The compactor merges every flush file of each table; the files it read are replaced.
+    for table in ("predictions", "feedback"):
+        flushed = files_since(engine, table, 0)
+        _compact(engine, root, table, flushed)
+        assert all(f.status == "replaced" for f in files_since(engine, table, 0)[:-1])
+    aggregator.update(RULES)
+    assert _counts(aggregator) == expected
+    aggregator.update(RULES)
+    assert _counts(aggregator) == expected
+    # A fresh aggregator (a new lease holder replaying the manifest) agrees.
+    fresh = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    fresh.update(RULES)
+    assert _counts(fresh) == expected
+
+
+def test_a_listed_file_missing_on_disk_stops_the_watermark(engine: Engine, root: Path) -> None:
+    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    with LakeWriter(root, engine, table="predictions") as writer:
+        for batch in range(3):
+            for i in range(10):
+                writer.append(prediction(f"r{batch}-{i}"))
+            writer.flush()
+    first, gone, last = files_since(engine, "predictions", 0)
+    aside = root / "aside.parquet"
+    (root / gone.path).rename(aside)
+    with pytest.raises(LakeReadError) as caught:
+        aggregator.update(RULES)
+    assert str(caught.value) == (
+        f"The predictions file {gone.path!r} (manifest id {gone.id}) is listed in the "
+        f"manifest but missing under {str(root)!r}; the statistics stop before it, at "
+        f"watermark {first.id}."
+    )
+    # The files before it are folded; the missing one and those after it are not.
+    assert aggregator.watermarks["predictions"] == first.id
+    assert _counts(aggregator)[0] == 10
+    with pytest.raises(LakeReadError):
+        aggregator.update(RULES)
+    assert aggregator.watermarks["predictions"] == first.id
+    aside.rename(root / gone.path)
+    assert aggregator.update(RULES) == 20
+    assert aggregator.watermarks["predictions"] == last.id
+    assert _counts(aggregator)[0] == 30

@@ -8,7 +8,13 @@ from sqlalchemy.exc import IntegrityError
 
 from lake import NAMING_CONVENTION, FileEntry, files_since, lake_files, live_files, metadata
 from lake import register_file as register
-from lake.manifest import is_registered
+from lake.errors import LakeConfigError
+from lake.manifest import (
+    COMPACTION_WRITER_ID,
+    is_compaction_output,
+    is_registered,
+    register_compaction,
+)
 
 
 def entry(path: str, table: str = "predictions", **changes: object) -> FileEntry:
@@ -111,3 +117,31 @@ def test_replaced_files_are_not_live_but_are_in_files_since(engine: Engine) -> N
     assert [f.id for f in files_since(engine, "predictions", a)] == [b, c]
     assert files_since(engine, "predictions", c) == []
     assert files_since(engine, "feedback", 0) == []
+
+
+def test_a_compaction_replaces_its_inputs_in_one_transaction(engine: Engine) -> None:
+    a = register(engine, entry("a.parquet"))
+    b = register(engine, entry("b.parquet"))
+    other = register(engine, entry("f.parquet", table="feedback"))
+    with pytest.raises(LakeConfigError) as caught:
+        register_compaction(engine, entry("bad.parquet"), [a, other])
+    assert str(caught.value) == (
+        f"A compaction can only replace live files of 'predictions', but some of the files "
+        f"{[a, other]!r} are not."
+    )
+    assert [f.id for f in live_files(engine, "predictions")] == [a, b]
+    assert not is_registered(engine, "bad.parquet")
+    c = register_compaction(
+        engine, entry("c.parquet", rows=20), [b, a], at=datetime(2025, 1, 2, tzinfo=UTC)
+    )
+    assert c > b
+    listed = {f.id: f for f in files_since(engine, "predictions", 0)}
+    assert [f.id for f in live_files(engine, "predictions")] == [c]
+    assert is_compaction_output(listed[c]) and listed[c].writer_id == COMPACTION_WRITER_ID
+    assert not any(is_compaction_output(listed[i]) for i in (a, b))
+    assert {listed[i].status for i in (a, b)} == {"replaced"}
+    assert listed[a].replaced_at == datetime(2025, 1, 2, tzinfo=UTC)
+    with pytest.raises(LakeConfigError, match="but some of the files"):
+        register_compaction(engine, entry("again.parquet"), [a])
+    with pytest.raises(LakeConfigError, match="at least one file"):
+        register_compaction(engine, entry("none.parquet"), [])
