@@ -11,20 +11,23 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
 from sqlalchemy import event
-from starlette.types import ASGIApp, Receive, Scope, Send
+from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import error_body, install_handlers
+from api.body_limit import BodyLimitMiddleware
+from api.deps import MetricsDep
+from api.errors import install_handlers
 from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation import Reallocator
 from api.routes import allocations, dashboard, experiments, ops, serving, variants
 from api.serving.pool import ModelPool
+from api.serving.request_ids import RequestIds
 from api.serving.service import ServingService
 from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
+from api.store.secrets import shared_secret
 from api.variants import sync_pool
 from lake.janitor import janitor
 from lake.writer import LakeWriter
@@ -37,38 +40,18 @@ log = logging.getLogger(__name__)
 _FORM_OVERHEAD = 64 * 1024
 
 
-class BodyLimitMiddleware:
-    """Refuse a body whose Content-Length is over the limit before anything parses it.
-
-    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` would cost every request
-    an extra task and stream copy.
-    """
-
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if value.isdigit() and int(value) > self.limit:
-                        msg = (
-                            f"The request body ({int(value)} bytes) is larger than the "
-                            f"{self.limit}-byte limit."
-                        )
-                        response = JSONResponse(error_body("payload_too_large", msg), 413)
-                        await response(scope, receive, send)
-                        return
-                    break
-        await self.app(scope, receive, send)
-
-
 def _load_models(app: FastAPI) -> None:
     """Load every stored variant; a model that fails is marked failed, the others serve."""
     with app.state.session_factory() as session:
         sync_pool(session, app.state.pool, app.state.settings.models_dir, mark_failed=True)
         session.commit()
+
+
+def _request_id_secret(settings: Settings, session_factory: sessionmaker[Session]) -> bytes:
+    """The key that signs request ids: the environment's, else one shared through the store."""
+    if settings.request_id_secret is not None:
+        return settings.request_id_secret.get_secret_value().encode()
+    return shared_secret(session_factory, "request_id")
 
 
 async def _refresh_loop(service: ServingService, settings: Settings) -> None:
@@ -129,15 +112,14 @@ def create_app(settings: Settings) -> FastAPI:
             writers["predictions"],
             writers["feedback"],
             app.state.metrics,
+            RequestIds(await asyncio.to_thread(_request_id_secret, settings, session_factory)),
         )
         app.state.serving = service
         await asyncio.to_thread(service.refresh)
         # A policy change made through this process is visible to its next request; other
         # processes pick it up on their next poll.
         event.listen(session_factory, "after_commit", lambda _: service.refresh())
-        app.state.readiness = lambda: {
-            "lake": "ok" if all(w.healthy for w in writers.values()) else "failing",
-        }
+        app.state.readiness = lambda: {table: w.healthy for table, w in writers.items()}
         app.state.lake_stats = LakeStats(
             engine, settings.lake_root, lookback=timedelta(seconds=settings.feedback_lookback_s)
         )
@@ -183,11 +165,15 @@ def create_app(settings: Settings) -> FastAPI:
     install_handlers(app)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    def metrics() -> Response:
+    def metrics(_: MetricsDep) -> Response:
         app.state.serving.sync_metrics()
         return Response(app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_upload_bytes + _FORM_OVERHEAD)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=settings.max_body_bytes,
+        upload_limit=settings.max_upload_bytes + _FORM_OVERHEAD,
+    )
 
     # The serving routes come first: the router matches paths in order on every request.
     for router in (

@@ -94,6 +94,11 @@ class Metrics:
             ["experiment"],
             registry=registry,
         )
+        self.feedback_duplicates = Counter(
+            "banditlake_feedback_duplicates_total",
+            "Feedback items not stored because their request id already had feedback.",
+            registry=registry,
+        )
         self._synced: dict[tuple[str, str], int] = {}
 
     def sync_counter(self, counter: Counter, table: str, total: int) -> None:

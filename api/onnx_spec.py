@@ -94,6 +94,17 @@ def inspect_model(data: bytes, *, features: list[str] | None, output: str | None
     if output is not None and output not in outputs:
         msg = f"The model has no output named {output!r}; its outputs are {outputs}."
         raise InvalidRequestError(msg, code="invalid_model_output")
+    chosen = next(o for o in model.graph.output if o.name == (output or outputs[0]))
+    if not chosen.type.HasField("tensor_type"):
+        kind = chosen.type.WhichOneof("value") or "untyped value"
+        tensors = [o.name for o in model.graph.output if o.type.HasField("tensor_type")]
+        msg = (
+            f"The model's output {chosen.name!r} is a {kind.removesuffix('_type')}, not a "
+            "tensor (scikit-learn classifiers exported by skl2onnx wrap probabilities in a "
+            "ZipMap); export with zipmap=False (options={id(model): {'zipmap': False}}) or "
+            f"choose a tensor output with the output field: {tensors}."
+        )
+        raise InvalidRequestError(msg, code="invalid_model_output")
 
     return ModelSpec(
         sha256=hashlib.sha256(data).hexdigest(),

@@ -23,10 +23,15 @@ class Settings(BaseSettings):
     lake_uri: str = ""
     admin_token: SecretStr | None = None
     serve_token: SecretStr | None = None
+    # Prometheus and detailed health; the admin token is accepted there too.
+    metrics_token: SecretStr | None = None
+    request_id_secret: SecretStr | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     max_predict_batch_rows: int = Field(default=1024, gt=0)
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    feedback_dedup_ids: int = Field(default=262_144, gt=0)
     microbatch: bool = True
     max_batch_size: int = Field(default=64, gt=0)
     max_queue_delay_us: int = Field(default=0, ge=0)
@@ -51,6 +56,17 @@ class Settings(BaseSettings):
             msg = (
                 f"BANDITLAKE_LAKE_URI={self.lake_uri!r} points at object storage, which this "
                 "release does not write yet; use a local directory."
+            )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _secret_long_enough(self) -> Settings:
+        secret = self.request_id_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < 16:
+            msg = (
+                "BANDITLAKE_REQUEST_ID_SECRET must be at least 16 bytes long (32 random hex "
+                "characters or more is better); leave it unset to generate one in the store."
             )
             raise ValueError(msg)
         return self

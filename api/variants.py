@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
@@ -30,22 +29,21 @@ def get_variant(experiment: Experiment, name: str) -> Variant:
     raise NotFoundError(msg, code="variant_not_found")
 
 
-def store_model(models_dir: Path, data: bytes, sha256: str) -> Path:
-    """Write the model under its checksum (never a client-chosen path), atomically."""
-    models_dir.mkdir(parents=True, exist_ok=True)
+def store_model(models_dir: Path, spooled: Path, sha256: str) -> Path:
+    """Move a spooled upload to its checksum's name (never a client-chosen path), atomically.
+
+    ``spooled`` must be a file in ``models_dir`` (same file system, so the rename is atomic);
+    it is fsynced first so a crash never leaves a truncated model under a valid name.
+    """
     target = models_dir / f"{sha256}.onnx"
     if target.exists():
         return target
-    fd, tmp = tempfile.mkstemp(dir=models_dir, prefix=".tmp-", suffix=".onnx")
+    fd = os.open(spooled, os.O_RDONLY)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(spooled, target)
     return target
 
 

@@ -112,9 +112,12 @@ class PredictionRow(NamedTuple):
     provider
         ONNX Runtime execution provider actually in use, e.g. ``"CPUExecutionProvider"``.
     status
-        ``"ok"`` or ``"error"``.
+        ``"ok"``; ``"error"`` when the variant failed (it counts against the variant's
+        error-rate guardrail); ``"rejected"`` when the model could not answer this row's
+        features but still answers its reference input, so the row, not the variant, is
+        at fault (the client got a 422; it does not count against the guardrail).
     error
-        The error message when ``status`` is ``"error"``.
+        The error message when ``status`` is not ``"ok"``.
     """
 
     request_id: str
@@ -131,7 +134,7 @@ class PredictionRow(NamedTuple):
     latency_ms: float
     model_sha256: str
     provider: str
-    status: Literal["ok", "error"]
+    status: Literal["ok", "error", "rejected"]
     error: str | None = None
 
 

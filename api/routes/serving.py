@@ -18,10 +18,11 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import authorize
 from api.errors import InvalidRequestError
+from api.routes._responses import error_responses
 from api.schemas import BatchFeedbackBody, BatchPredictBody, FeedbackBody, PredictBody, PredictOut
 from api.serving.service import ServingService
 
-router = APIRouter(tags=["serving"])
+router = APIRouter(tags=["serving"], responses=error_responses(401, 403, 413, 422, 503))
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -72,6 +73,7 @@ async def _prepare(request: Request, model: type[Body]) -> tuple[ServingService,
 @router.post(
     "/v1/experiments/{name}/predict",
     response_model=PredictOut,
+    responses=error_responses(404, 409),
     openapi_extra=_doc(PredictBody, path_name=True),
 )
 async def predict(request: Request) -> Response:
@@ -84,7 +86,9 @@ async def predict(request: Request) -> Response:
 
 
 @router.post(
-    "/v1/experiments/{name}/predict/batch", openapi_extra=_doc(BatchPredictBody, path_name=True)
+    "/v1/experiments/{name}/predict/batch",
+    responses=error_responses(404, 409),
+    openapi_extra=_doc(BatchPredictBody, path_name=True),
 )
 async def predict_batch(request: Request) -> JSONResponse:
     name: str = request.path_params["name"]
@@ -96,8 +100,10 @@ async def predict_batch(request: Request) -> JSONResponse:
 @router.post("/v1/feedback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_doc(FeedbackBody))
 async def feedback(request: Request) -> JSONResponse:
     service, body = await _prepare(request, FeedbackBody)
-    accepted = service.feedback([(body.request_id, body.reward, body.label)])
-    return JSONResponse({"accepted": accepted}, status_code=202)
+    result = service.feedback([(body.request_id, body.reward, body.label)])
+    return JSONResponse(
+        {"accepted": result.accepted, "duplicate": result.duplicates > 0}, status_code=202
+    )
 
 
 @router.post(
@@ -114,4 +120,7 @@ async def feedback_batch(request: Request) -> JSONResponse:
         msg = f"items has {len(body.items)} entries; at most {limit} are accepted per request."
         raise InvalidRequestError(msg, code="batch_too_large")
     items = [(i.request_id, i.reward, i.label) for i in body.items]
-    return JSONResponse({"accepted": service.feedback(items)}, status_code=202)
+    result = service.feedback(items)
+    return JSONResponse(
+        {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
+    )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile, status
@@ -11,23 +15,42 @@ from api import experiments, variants
 from api.deps import AdminDep, PoolDep, SessionDep, SettingsDep
 from api.errors import InvalidRequestError, PayloadTooLargeError
 from api.onnx_spec import inspect_model
+from api.routes._responses import ADMIN_ERRORS, error_responses
 from api.schemas import VariantOut, VariantPatch
 
-router = APIRouter(prefix="/v1/experiments/{name}/variants", tags=["variants"])
+router = APIRouter(
+    prefix="/v1/experiments/{name}/variants",
+    tags=["variants"],
+    responses=ADMIN_ERRORS | error_responses(404, 422),
+)
 
 _CHUNK = 1 << 20
 
 
-def _read_limited(upload: UploadFile, limit: int) -> bytes:
-    chunks: list[bytes] = []
+def _spool(upload: UploadFile, limit: int, directory: Path) -> tuple[Path, str]:
+    """Copy the upload to a temporary file next to the models, hashing as it goes.
+
+    The file never sits whole in memory before its size is known: the copy stops at the
+    first chunk over the limit.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
     size = 0
-    while chunk := upload.file.read(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            msg = f"The model file is larger than the {limit}-byte upload limit."
-            raise PayloadTooLargeError(msg, details={"limit_bytes": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".onnx")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            while chunk := upload.file.read(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    msg = f"The model file is larger than the {limit}-byte upload limit."
+                    raise PayloadTooLargeError(msg, details={"limit_bytes": limit})
+                digest.update(chunk)
+                fh.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, digest.hexdigest()
 
 
 def _parse_features(raw: str | None) -> list[str] | None:
@@ -44,7 +67,7 @@ def _parse_features(raw: str | None) -> list[str] | None:
     return value
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 409, 413))
 def upload_variant(
     name: str,
     session: SessionDep,
@@ -62,9 +85,14 @@ def upload_variant(
     if role not in ("arm", "shadow"):
         msg = f"role must be 'arm' or 'shadow'; got {role!r}."
         raise InvalidRequestError(msg, code="invalid_role")
-    data = _read_limited(model, settings.max_upload_bytes)
-    spec = inspect_model(data, features=_parse_features(features), output=output or None)
-    path = variants.store_model(settings.models_dir, data, spec.sha256)
+    spooled, sha256 = _spool(model, settings.max_upload_bytes, settings.models_dir)
+    try:
+        spec = inspect_model(
+            spooled.read_bytes(), features=_parse_features(features), output=output or None
+        )
+        path = variants.store_model(settings.models_dir, spooled, sha256)
+    finally:
+        spooled.unlink(missing_ok=True)
     variant = variants.add_variant(
         session, pool, experiment, name=variant_name, role=role, spec=spec, path=path, actor=actor
     )
@@ -86,7 +114,7 @@ def get_variant(
     return variants.to_out(pool, experiment, variants.get_variant(experiment, variant))
 
 
-@router.patch("/{variant}")
+@router.patch("/{variant}", responses=error_responses(400, 409, 413))
 def patch_variant(
     name: str,
     variant: str,

@@ -79,6 +79,9 @@ class ModelPool:
         with self._lock:
             self._models = {k: m for k, m in self._models.items() if k != key}
 
+    def models(self) -> dict[VariantKey, LoadedModel]:
+        return dict(self._models)
+
     def providers(self) -> dict[VariantKey, str]:
         return {k: m.provider for k, m in self._models.items()}
 

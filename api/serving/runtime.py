@@ -10,9 +10,11 @@ from __future__ import annotations
 import bisect
 import hashlib
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -49,6 +51,8 @@ class ExperimentRuntime:
     """The union of the active variants' feature names, in first-seen order."""
     positional_dim: int | None = None
     """The list length every variant accepts, or ``None`` when they differ."""
+    feature_limit: float | None = None
+    """The largest magnitude every variant's input dtype holds (float32's), or ``None``."""
 
     def choose(self, unit_id: str | None, rng: random.Random) -> tuple[VariantRuntime, float]:
         """Return the variant and its propensity (its weight in this allocation)."""
@@ -90,11 +94,12 @@ def _variant(v: Any) -> VariantRuntime:
     )
 
 
-def build_runtime(session: Session, loaded: set[tuple[str, str]]) -> Runtime:
+def build_runtime(session: Session, loaded: Mapping[tuple[str, str], np.dtype[Any]]) -> Runtime:
     """Snapshot every experiment; stopped ones too, so late feedback can still be checked.
 
-    ``loaded`` holds the (experiment, variant) pairs with a live model session; a variant
-    without one (failed to load) gets no traffic even if the stored allocation names it.
+    ``loaded`` maps the (experiment, variant) pairs with a live model session to their
+    input dtype; a variant without one (failed to load) gets no traffic even if the stored
+    allocation names it.
     """
     stmt = select(Experiment).options(selectinload(Experiment.variants))
     experiments: dict[str, ExperimentRuntime] = {}
@@ -119,6 +124,11 @@ def build_runtime(session: Session, loaded: set[tuple[str, str]]) -> Runtime:
         for v in everyone:
             names.update(dict.fromkeys(v.feature_names))
         dims = {v.input_dim for v in everyone}
+        limits = [
+            float(np.finfo(loaded[(exp.name, v.name)]).max)
+            for v in everyone
+            if loaded[(exp.name, v.name)] != np.float64
+        ]
         runtime = ExperimentRuntime(
             id=exp.id,
             name=exp.name,
@@ -133,6 +143,7 @@ def build_runtime(session: Session, loaded: set[tuple[str, str]]) -> Runtime:
             shadows=shadows,
             feature_names=tuple(names),
             positional_dim=dims.pop() if len(dims) == 1 else None,
+            feature_limit=min(limits) if limits else None,
         )
         experiments[exp.name] = runtime
     return Runtime(experiments, {e.id: e for e in experiments.values()})

@@ -25,19 +25,26 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
+from api.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    ServiceError,
+    UnavailableError,
+)
 from api.metrics import Metrics
 from api.serving.batcher import MicroBatcher, ModelOutput, split_output
 from api.serving.pool import ModelPool, VariantKey
+from api.serving.request_ids import RequestIds
 from api.serving.runtime import ExperimentRuntime, Runtime, VariantRuntime, build_runtime
-from api.serving.sessions import CPU, LoadedModel
+from api.serving.sessions import LoadedModel
 from api.settings import Settings
 from api.store.models import AuditEvent
 from api.variants import sync_pool
 from lake.schemas import FeedbackRow, PredictionRow
 from lake.writer import LakeWriter
 
-__all__ = ["FeedbackItem", "PredictRequest", "Prediction", "ServingService"]
+__all__ = ["FeedbackItem", "FeedbackResult", "PredictRequest", "Prediction", "ServingService"]
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +55,9 @@ PredictRequest = tuple[Features, str | None]
 FeedbackItem = tuple[str, float | None, float | str | None]
 Prediction = dict[str, Any]
 
-# CPU models faster than this run on the event loop: a thread hop would cost more.
-_INLINE_BELOW_S = 0.0005
-
-
-def _request_id(experiment_id: int, rng: random.Random) -> str:
-    # The experiment id prefix lets feedback be checked without any lookup. 96 random bits
-    # from a generator seeded per process by the OS: unique across replicas, no syscall.
-    return f"{experiment_id}.{rng.getrandbits(96):024x}"
+# Rows of a batch predict served per turn of the event loop: a maximum-size batch must not
+# hold other clients' requests for the whole of its validation and routing.
+_BATCH_SLICE = 64
 
 
 def _finite(output: ModelOutput) -> ModelOutput:
@@ -68,18 +70,39 @@ def _finite(output: ModelOutput) -> ModelOutput:
     return output
 
 
-def experiment_id_of(request_id: str) -> int | None:
-    head, sep, tail = request_id.partition(".")
-    if not sep or not head.isdigit() or len(tail) != 24:
-        return None
-    return int(head)
-
-
 @dataclass(frozen=True, slots=True)
 class _VariantMetrics:
     ok: Any
     error: Any
+    rejected: Any
     latency: Any
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackResult:
+    """How many feedback items were stored, and how many repeated a request id already seen."""
+
+    accepted: int
+    duplicates: int
+
+
+class _Recent:
+    """A bounded set of recently seen keys, oldest forgotten first (dicts keep order)."""
+
+    __slots__ = ("_keys", "_limit")
+
+    def __init__(self, limit: int) -> None:
+        self._keys: dict[str, None] = {}
+        self._limit = limit
+
+    def add(self, key: str) -> bool:
+        """Remember ``key``; ``False`` if it was already remembered."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self._limit:
+            del self._keys[next(iter(self._keys))]
+        return True
 
 
 class ServingService:
@@ -91,6 +114,7 @@ class ServingService:
         predictions: LakeWriter,
         feedback: LakeWriter,
         metrics: Metrics,
+        request_ids: RequestIds,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -103,8 +127,11 @@ class ServingService:
         self._refresh_lock = threading.Lock()
         self._batchers: dict[VariantKey, tuple[LoadedModel, MicroBatcher]] = {}
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="onnx")
+        # Variant choice only: request ids come from the OS's CSPRNG (``RequestIds``), so
+        # the ids a client sees say nothing about this generator's state, and vice versa.
         self._rng = random.Random(secrets.randbits(64))
-        self._inline: dict[int, bool] = {}
+        self.request_ids = request_ids
+        self._feedback_seen = _Recent(settings.feedback_dedup_ids)
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._metric_children: dict[tuple[str, str], _VariantMetrics] = {}
 
@@ -127,10 +154,15 @@ class ServingService:
                 return
             # A variant uploaded through another worker or replica gets its session here.
             sync_pool(session, self.pool, self.settings.models_dir)
-            loaded = {(k.experiment, k.variant) for k in self.pool.providers()}
+            loaded = {
+                (k.experiment, k.variant): np.dtype(m.input_dtype)
+                for k, m in self.pool.models().items()
+            }
             runtime = build_runtime(session, loaded)
+            # Token and snapshot change together under the lock: a slower concurrent refresh
+            # can never install an older snapshot under a newer token.
             self._token = token
-        self._runtime = runtime
+            self._runtime = runtime
         for key, provider in self.pool.providers().items():
             self.metrics.provider.labels(key.experiment, key.variant, provider).set(1)
 
@@ -164,29 +196,13 @@ class ServingService:
             found = _VariantMetrics(
                 ok=self.metrics.requests.labels(experiment, variant, "arm", "ok"),
                 error=self.metrics.requests.labels(experiment, variant, "arm", "error"),
+                rejected=self.metrics.requests.labels(experiment, variant, "arm", "rejected"),
                 latency=self.metrics.latency.labels(experiment, variant),
             )
             self._metric_children[key] = found
         return found
 
     # -- model calls ----------------------------------------------------------------
-
-    def _is_inline(self, model: LoadedModel) -> bool:
-        cached = self._inline.get(id(model))
-        if cached is None:
-            x = np.zeros((1, self._dim(model)), dtype=model.input_dtype)
-            best = math.inf
-            for _ in range(5):
-                t0 = time.perf_counter()
-                model.session.run([model.output_name], {model.input_name: x})
-                best = min(best, time.perf_counter() - t0)
-            cached = model.provider == CPU and best < _INLINE_BELOW_S
-            self._inline[id(model)] = cached
-        return cached
-
-    @staticmethod
-    def _dim(model: LoadedModel) -> int:
-        return int(model.session.get_inputs()[0].shape[1])
 
     def _batcher(self, key: VariantKey, model: LoadedModel) -> MicroBatcher:
         entry = self._batchers.get(key)
@@ -201,7 +217,7 @@ class ServingService:
         batcher = MicroBatcher(
             run,
             dtype=model.input_dtype,
-            executor=None if self._is_inline(model) else self._executor,
+            executor=None if model.inline else self._executor,
             max_batch_size=self.settings.max_batch_size,
             max_delay_us=self.settings.max_queue_delay_us,
             on_batch=histogram.observe,
@@ -216,7 +232,7 @@ class ServingService:
             return await self._batcher(key, model).submit(x)
         batch = x.reshape(1, -1).astype(model.input_dtype, copy=False)
         feed = {model.input_name: batch}
-        if self._is_inline(model):
+        if model.inline:
             out = model.session.run([model.output_name], feed)[0]
         else:
             loop = asyncio.get_running_loop()
@@ -269,6 +285,20 @@ class ServingService:
                     f"{exp.positional_dim}."
                 )
                 raise InvalidRequestError(msg, code="wrong_feature_count")
+        limit = exp.feature_limit
+        if limit is not None:
+            # A value a float32 model cannot hold would reach it as infinity: refuse it here
+            # rather than let it fail the model (and count against the variant).
+            values = features.values() if isinstance(features, dict) else features
+            if max(values, default=0.0) > limit or min(values, default=0.0) < -limit:
+                items = features.items() if isinstance(features, dict) else enumerate(features)
+                where, value = next((k, v) for k, v in items if not -limit <= v <= limit)
+                name = f"{field}.{where}" if isinstance(where, str) else f"{field}[{where}]"
+                msg = (
+                    f"{name} = {value!r} is outside the float32 range (±{limit:.8g}) of the "
+                    f"model inputs of experiment {exp.name!r}."
+                )
+                raise InvalidRequestError(msg, code="feature_out_of_range")
 
     @staticmethod
     def _vector(
@@ -286,9 +316,17 @@ class ServingService:
     async def predict(self, name: str, features: Features, unit_id: str | None) -> Prediction:
         exp = self.experiment(name)
         self.check_features(exp, features, "features")
-        return await self._serve(exp, features, unit_id)
+        result, error = await self._serve(exp, features, unit_id)
+        if error is not None:
+            raise error
+        return result
 
     async def predict_batch(self, name: str, rows: Sequence[PredictRequest]) -> list[Prediction]:
+        """Serve every row; a row whose model call fails carries its error, the others serve.
+
+        The response and the lake agree row by row: every row in the answer, failed or
+        not, has its request id and its row in the lake.
+        """
         exp = self.experiment(name)
         if not rows:
             raise InvalidRequestError("rows is empty; send at least one row.", code="empty_batch")
@@ -299,29 +337,57 @@ class ServingService:
         # Every row is checked before any reaches a model.
         for i, (features, _) in enumerate(rows):
             self.check_features(exp, features, f"rows.{i}.features")
-        return list(await asyncio.gather(*(self._serve(exp, f, u) for f, u in rows)))
+            if i % _BATCH_SLICE == _BATCH_SLICE - 1:
+                await asyncio.sleep(0)
+        results: list[Prediction] = []
+        for start in range(0, len(rows), _BATCH_SLICE):
+            chunk = rows[start : start + _BATCH_SLICE]
+            served = await asyncio.gather(*(self._serve(exp, f, u) for f, u in chunk))
+            for result, error in served:
+                if error is not None:
+                    result = {**result, "prediction": None, "scores": None}
+                    result["error"] = {
+                        "code": error.code,
+                        "message": error.message,
+                        "status": error.status_code,
+                    }
+                results.append(result)
+        return results
+
+    async def _answers_reference(self, key: VariantKey, model: LoadedModel) -> bool:
+        """Whether the variant still answers the input it answered at load time."""
+        try:
+            _finite(await self._run(key, model, model.reference))
+        except Exception:
+            return False
+        return True
 
     async def _serve(
         self, exp: ExperimentRuntime, features: Features, unit_id: str | None
-    ) -> Prediction:
+    ) -> tuple[Prediction, ServiceError | None]:
         start = time.perf_counter()
         ts = datetime.now(UTC)
         variant, propensity = exp.choose(unit_id, self._rng)
-        request_id = _request_id(exp.id, self._rng)
+        request_id = self.request_ids.issue(exp.id)
         x, named = self._vector(variant, features)
         key = VariantKey(exp.name, variant.name)
         model = self.pool.get(key)
         error: str | None = None
         output: ModelOutput | None = None
+        status: Literal["ok", "error", "rejected"] = "ok"
         if model is None:
-            error = "model not loaded"
+            error, status = "model not loaded", "error"
         else:
             try:
                 output = _finite(await self._run(key, model, x))
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]
+                # A model that fails on this row but still answers its load-time input was
+                # broken by the row, not the other way round: the row is ``rejected`` and
+                # does not count against the variant's error-rate guardrail. A model that
+                # fails its reference input too is failing: that is an ``error``.
+                status = "rejected" if await self._answers_reference(key, model) else "error"
         latency = time.perf_counter() - start
-        status: Literal["ok", "error"] = "ok" if output is not None else "error"
         provider = model.provider if model else "none"
         self.predictions.append(
             PredictionRow(
@@ -331,7 +397,7 @@ class ServingService:
             )
         )  # fmt: skip
         counters = self._counters(exp.name, variant.name)
-        (counters.ok if output is not None else counters.error).inc()
+        (counters.ok if status == "ok" else getattr(counters, status)).inc()
         counters.latency.observe(latency)
         for shadow in exp.shadows:
             task = asyncio.get_running_loop().create_task(
@@ -339,18 +405,40 @@ class ServingService:
             )
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
-        if output is None:
-            log.warning("variant %s/%s failed on %s: %s", exp.name, variant.name, request_id, error)
-            msg = f"Variant {variant.name!r} of {exp.name!r} failed to predict: {error}."
-            raise UnavailableError(msg, code="model_error", details={"request_id": request_id})
-        return {
+        result: Prediction = {
             "request_id": request_id,
             "variant": variant.name,
-            "prediction": output.prediction,
-            "scores": output.scores,
+            "prediction": output.prediction if output else None,
+            "scores": output.scores if output else None,
             "propensity": propensity,
             "allocation_version": exp.version,
         }
+        if output is not None:
+            return result, None
+        # A rejected row is the client's doing: logging each at warning level would let a
+        # client flood the log.
+        log.log(
+            logging.DEBUG if status == "rejected" else logging.WARNING,
+            "variant %s/%s %s %s: %s",
+            exp.name,
+            variant.name,
+            "rejected" if status == "rejected" else "failed on",
+            request_id,
+            error,
+        )
+        failure: ServiceError
+        if status == "rejected":
+            msg = (
+                f"Variant {variant.name!r} of {exp.name!r} cannot make a prediction from these "
+                f"features ({error}); it answers other inputs, so the input is refused."
+            )
+            failure = InvalidRequestError(
+                msg, code="input_rejected_by_model", details={"request_id": request_id}
+            )
+        else:
+            msg = f"Variant {variant.name!r} of {exp.name!r} failed to predict: {error}."
+            failure = UnavailableError(msg, code="model_error", details={"request_id": request_id})
+        return result, failure
 
     async def _shadow(
         self,
@@ -392,9 +480,12 @@ class ServingService:
     def check_feedback(
         self, request_id: str, reward: float | None, label: float | str | None, field: str
     ) -> FeedbackRow:
-        exp_id = experiment_id_of(request_id)
+        exp_id = self.request_ids.experiment_of(request_id)
         if exp_id is None:
-            msg = f"{field}.request_id {request_id[:80]!r} is not a request id this service issued."
+            msg = (
+                f"{field}.request_id {request_id[:80]!r} is not a request id this service "
+                "issued; send the request_id of a predict response."
+            )
             raise InvalidRequestError(msg, code="invalid_request_id")
         exp = self._runtime.by_id.get(exp_id)
         if exp is None:
@@ -431,16 +522,26 @@ class ServingService:
             raise InvalidRequestError(msg, code="invalid_reward")
         return FeedbackRow(request_id, datetime.now(UTC), float(reward), None)
 
-    def feedback(self, items: Sequence[FeedbackItem]) -> int:
+    def feedback(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
+        """Check every item, then store each request id's first feedback once.
+
+        A repeat of a request id this process has already stored (a client retry, a replay)
+        is answered as a duplicate and neither stored nor counted, so the lake, the
+        ``decisions`` view (first feedback wins) and ``banditlake_feedback_total`` agree.
+        """
         rows = [
             self.check_feedback(rid, reward, label, f"items.{i}" if len(items) > 1 else "body")
             for i, (rid, reward, label) in enumerate(items)
         ]
-        for row in rows:
+        fresh = [row for row in rows if self._feedback_seen.add(row.request_id)]
+        for row in fresh:
             self.feedback_writer.append(row)
-        for row in rows:
-            exp_id = experiment_id_of(row.request_id)
+        for row in fresh:
+            exp_id = self.request_ids.experiment_of(row.request_id)
             exp = self._runtime.by_id.get(exp_id) if exp_id is not None else None
             if exp is not None:
                 self.metrics.feedback.labels(exp.name).inc()
-        return len(rows)
+        duplicates = len(rows) - len(fresh)
+        if duplicates:
+            self.metrics.feedback_duplicates.inc(duplicates)
+        return FeedbackResult(len(fresh), duplicates)

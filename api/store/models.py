@@ -26,7 +26,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from api.store.types import UtcDateTime, utcnow
 from lake.manifest import metadata as lake_metadata
 
-__all__ = ["AllocationRow", "AuditEvent", "Base", "Experiment", "Lease", "Variant"]
+__all__ = [
+    "AllocationRow",
+    "AuditEvent",
+    "Base",
+    "Experiment",
+    "Lease",
+    "ServiceSecret",
+    "Variant",
+]
 
 EXPERIMENT_STATUSES = ("draft", "running", "paused", "stopped")
 VARIANT_ROLES = ("arm", "shadow")
@@ -134,3 +142,13 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column()
+
+
+class ServiceSecret(Base):
+    """A secret shared by every replica (the request-id key), generated at first start."""
+
+    __tablename__ = "service_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -198,7 +198,7 @@ def time_buckets(
                        CASE WHEN p.status = 'ok' {within} THEN {_reward_sql(rule)} END AS reward
                 FROM p LEFT JOIN f ON f.request_id = p.request_id
             )
-            SELECT variant, role, bucket, count(*), count(*) FILTER (WHERE status <> 'ok'),
+            SELECT variant, role, bucket, count(*), count(*) FILTER (WHERE status = 'error'),
                    count(reward), coalesce(sum(reward), 0), coalesce(sum(reward * reward), 0),
                    quantile_cont(latency_ms, [0.5, 0.99])
             FROM d GROUP BY ALL ORDER BY role, variant, bucket

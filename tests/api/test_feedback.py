@@ -29,17 +29,20 @@ def test_feedback_before_after_and_twice(client: TestClient, settings: Settings)
     flush(client)
     assert client.post("/v1/feedback", json={"request_id": late, "reward": 0}).status_code == 202
     twice = _predict(client)
-    for _ in range(2):
-        response = client.post(
-            "/v1/feedback/batch", json={"items": [{"request_id": twice, "reward": 1}]}
-        )
-        assert response.status_code == 202
-        assert response.json() == {"accepted": 1}
+    answers = [
+        client.post("/v1/feedback/batch", json={"items": [{"request_id": twice, "reward": r}]})
+        for r in (1, 0)
+    ]
+    assert [a.status_code for a in answers] == [202, 202]
+    assert [a.json() for a in answers] == [
+        {"accepted": 1, "duplicates": 0},
+        {"accepted": 0, "duplicates": 1},
+    ]
     pending = _predict(client)
     flush(client)
     rows = dict(lake_rows(settings, "select request_id, reward from decisions"))
     assert rows == {early: 1.0, late: 0.0, twice: 1.0, pending: None}
-    assert lake_rows(settings, "select count(*) from feedback") == [(4,)]
+    assert lake_rows(settings, "select count(*) from feedback") == [(3,)]
     assert lake_rows(settings, "select sum(reward) from decisions") == [(2.0,)]
 
 
@@ -47,7 +50,8 @@ def test_feedback_before_after_and_twice(client: TestClient, settings: Settings)
     ("item", "status", "code"),
     [
         ({"request_id": "nope", "reward": 1}, 422, "invalid_request_id"),
-        ({"request_id": "99." + "0" * 24, "reward": 1}, 404, "experiment_not_found"),
+        ({"request_id": "99." + "0" * 24, "reward": 1}, 422, "invalid_request_id"),
+        ({"request_id": "{rid99}", "reward": 1}, 404, "experiment_not_found"),
         ({"reward": 1}, 422, "invalid_request"),
         ({"request_id": "{rid}", "reward": 0.5}, 422, "invalid_reward"),
         ({"request_id": "{rid}", "reward": 2}, 422, "invalid_reward"),
@@ -63,7 +67,9 @@ def test_bad_feedback_is_refused(
 ) -> None:
     running_experiment(client)
     rid = _predict(client)
-    body = {k: (rid if v == "{rid}" else v) for k, v in item.items()}
+    # A correctly signed id of an experiment that does not exist.
+    rid99 = client.app.state.serving.request_ids.issue(99)  # type: ignore[attr-defined]
+    body = {k: (rid if v == "{rid}" else rid99 if v == "{rid99}" else v) for k, v in item.items()}
     response = client.post("/v1/feedback", json=body)
     assert response.status_code == status, response.text
     assert error_code(response) == code
