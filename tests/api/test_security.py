@@ -142,8 +142,9 @@ def test_replicas_share_the_request_id_key(tmp_path: Path, sqlite_url: str) -> N
     from api.store.migrate import upgrade
 
     upgrade(sqlite_url)
-    one = make_settings(tmp_path / "one", sqlite_url, reallocate=False)
-    two = make_settings(tmp_path / "two", sqlite_url, reallocate=False)
+    # Replicas share the SQL store and the model files; nothing else of their state.
+    one = make_settings(tmp_path / "home", sqlite_url, reallocate=False)
+    two = make_settings(tmp_path / "home", sqlite_url, reallocate=False)
     with make_client(one) as first:
         running_experiment(first)
         rid = first.post("/v1/experiments/e/predict", json={"features": [1, 2, 3]}).json()[
@@ -156,7 +157,7 @@ def test_replicas_share_the_request_id_key(tmp_path: Path, sqlite_url: str) -> N
         assert answer.status_code == 202, answer.text
     # A replica configured with another secret rejects it.
     other = make_settings(
-        tmp_path / "three", sqlite_url, reallocate=False, request_id_secret="x" * 32
+        tmp_path / "home", sqlite_url, reallocate=False, request_id_secret="x" * 32
     )
     with make_client(other) as third:
         answer = third.post("/v1/feedback", json={"request_id": rid, "reward": 1})
