@@ -305,7 +305,7 @@ class LakeAggregator:
         grouped = (
             frame.with_columns(bucket)
             .group_by("experiment", "variant", "role", "allocation_version", "bucket")
-            .agg(pl.len().alias("served"), (pl.col("status") != "ok").sum().alias("errors"))
+            .agg(pl.len().alias("served"), (pl.col("status") == "error").sum().alias("errors"))
         )
         for experiment, variant, role, version, b, served, errors in _rows(grouped):
             totals = self._total(ArmKey(experiment, variant, role, int(version)))

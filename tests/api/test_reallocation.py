@@ -13,6 +13,7 @@ from sqlalchemy import select
 from api import leases
 from api.allocations import record_allocation
 from api.experiments import get_experiment
+from api.serving.pool import VariantKey
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.migrate import upgrade
@@ -118,11 +119,22 @@ def test_report_matches_the_lake(client: TestClient, settings: Settings) -> None
     assert report["variants"][1]["test"]["method"].lower().startswith("welch")
 
 
-def test_guardrail_pulls_a_failing_variant(client: TestClient) -> None:
+def test_guardrail_pulls_a_failing_variant(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     create_experiment(client, "g", guardrails={"max_error_rate": 0.2})
     upload(client, "g", "good", linear_model([1.0, 1.0, 1.0]))
     upload(client, "g", "bad", fragile_model())
     start(client, "g")
+    # A model failing on every input, its load-time one included (a lost device, a broken
+    # runtime): that is the variant's fault. Failing on some rows only is not (the row is
+    # rejected, see tests/api/test_security.py).
+    model = client.app.state.pool.get(VariantKey("g", "bad"))  # type: ignore[attr-defined]
+
+    def broken(*_: object, **__: object) -> object:
+        raise RuntimeError("CUDA error: device lost")
+
+    monkeypatch.setattr(model.session, "run", broken)
     rows = [{"features": [5.0, 0.0, 0.0]}] * 400
     client.post("/v1/experiments/g/predict/batch", json={"rows": rows})
     flush(client)
