@@ -42,7 +42,7 @@ def test_predict_answers_with_the_chosen_variant(client: TestClient, settings: S
     response = client.post("/v1/experiments/e/predict", json={"features": x, "unit_id": "u-1"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert re.fullmatch(r"\d+\.[0-9a-f]{24}", body["request_id"])
+    assert re.fullmatch(r"\d+\.[0-9a-f]{32}", body["request_id"])
     assert body["variant"] in ("a", "b")
     w, b = (W_A, 0.5) if body["variant"] == "a" else (W_B, -0.5)
     assert body["prediction"] == pytest.approx(float(np.dot(x, w) + b), rel=1e-6)
@@ -147,7 +147,7 @@ def test_shadow_never_answers_and_never_fails_the_request(
     assert lake_rows(settings, "select count(*) from predictions where role = 'arm'") == [(52,)]
 
 
-def test_failed_prediction_is_logged_and_answered_with_503(
+def test_row_the_model_cannot_take_is_logged_and_refused_with_422(
     client: TestClient, settings: Settings
 ) -> None:
     create_experiment(client, "f")
@@ -156,9 +156,11 @@ def test_failed_prediction_is_logged_and_answered_with_503(
     good = client.post("/v1/experiments/f/predict", json={"features": [1, 0, 0]})
     assert good.status_code == 200
     assert good.json()["prediction"] == 20.0
+    # The model fails on this row but still answers its reference input: the row is at
+    # fault, so the client gets a 422 and the variant is not blamed.
     bad = client.post("/v1/experiments/f/predict", json={"features": [7, 0, 0]})
-    assert bad.status_code == 503
-    assert error_code(bad) == "model_error"
+    assert bad.status_code == 422
+    assert error_code(bad) == "input_rejected_by_model"
     request_id = bad.json()["error"]["details"]["request_id"]
     # Several rows in one micro-batch: the bad one must not fail its neighbours.
     mixed = client.post(
@@ -167,14 +169,15 @@ def test_failed_prediction_is_logged_and_answered_with_503(
     )
     assert mixed.status_code == 200
     assert [r["prediction"] for r in mixed.json()["results"]] == [20.0, 10.0]
-    assert _metric(client, "banditlake_requests_total", variant="fragile", status="error") == 1
+    assert _metric(client, "banditlake_requests_total", variant="fragile", status="rejected") == 1
+    assert _metric(client, "banditlake_requests_total", variant="fragile", status="error") == 0
     flush(client)
     rows = lake_rows(
         settings,
         f"select status, error, prediction from predictions where request_id = '{request_id}'",
     )
     assert len(rows) == 1
-    assert rows[0][0] == "error"
+    assert rows[0][0] == "rejected"
     assert "Gather" in rows[0][1] or "out of" in rows[0][1]
     assert rows[0][2] is None
 
@@ -337,9 +340,9 @@ def test_metrics_and_readiness_report_the_provider(client: TestClient) -> None:
     assert _metric(client, "banditlake_request_latency_seconds_count", experiment="e") == 5
     assert _metric(client, "banditlake_variant_provider", provider="CPUExecutionProvider") == 2
     assert "banditlake_lake_queue_depth" in client.get("/metrics").text
-    ready = client.get("/readyz").json()
-    assert ready["ready"] is True
-    assert ready["checks"]["models"]["e/a"]["provider"] == "CPUExecutionProvider"
+    assert client.get("/readyz").json()["ready"] is True
+    health = client.get("/v1/health").json()
+    assert health["models"]["e/a"]["provider"] == "CPUExecutionProvider"
     variants = client.get("/v1/experiments/e/variants").json()
     assert {v["provider"] for v in variants} == {"CPUExecutionProvider"}
 
@@ -373,8 +376,9 @@ def test_non_finite_model_output_is_a_model_error(client: TestClient) -> None:
     upload(client, "inf", "huge", linear_model([3e38, 3e38, 3e38]))
     start(client, "inf")
     response = client.post("/v1/experiments/inf/predict", json={"features": [10, 10, 10]})
-    assert response.status_code == 503
-    assert error_code(response) == "model_error"
+    # Non-finite for this row only (zeros still work): the row is refused, not the model.
+    assert response.status_code == 422
+    assert error_code(response) == "input_rejected_by_model"
     assert "non-finite" in response.json()["error"]["message"]
     fine = client.post("/v1/experiments/inf/predict", json={"features": [0, 0, 0]})
     assert fine.status_code == 200
