@@ -1,4 +1,5 @@
-"""Bearer-token roles: ``admin`` for the policy API, ``serve`` for predict and feedback."""
+"""Bearer-token roles: ``admin`` for the policy API, ``serve`` for predict and feedback,
+``metrics`` for ``/metrics`` and detailed health. The admin token opens every role."""
 
 from __future__ import annotations
 
@@ -8,13 +9,20 @@ import ipaddress
 from typing import Literal
 
 from fastapi import Request
+from pydantic import SecretStr
 
 from api.errors import ForbiddenError, UnauthorizedError
 from api.settings import Settings
 
 __all__ = ["Role", "authorize", "is_loopback"]
 
-Role = Literal["admin", "serve"]
+Role = Literal["admin", "serve", "metrics"]
+
+_REACH: dict[Role, str] = {
+    "admin": "call the policy API",
+    "serve": "call predict or feedback",
+    "metrics": "read metrics or detailed health",
+}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -45,16 +53,22 @@ def _matches(token: str, secret: object) -> bool:
     return value is not None and hmac.compare_digest(token.encode(), value().encode())
 
 
+def _wanted(settings: Settings, role: Role) -> SecretStr | None:
+    if role == "admin":
+        return settings.admin_token
+    if role == "serve":
+        return settings.serve_token or settings.admin_token
+    return settings.metrics_token or settings.admin_token
+
+
 def authorize(request: Request, settings: Settings, role: Role) -> str:
     """Return the caller's role name, or raise 401/403.
 
-    The admin token also opens the serving endpoints. With no token configured for a
-    role, only loopback callers are let in (the CLI refuses other bind addresses then).
+    The admin token also opens the serving and metrics endpoints. With no token
+    configured for a role, only loopback callers are let in (the CLI refuses other bind
+    addresses then).
     """
-    wanted = (
-        settings.admin_token if role == "admin" else (settings.serve_token or settings.admin_token)
-    )
-    if wanted is None:
+    if _wanted(settings, role) is None:
         client_addr = request.scope.get("client")
         client = client_addr[0] if client_addr else None
         if not is_loopback(client):
@@ -66,13 +80,19 @@ def authorize(request: Request, settings: Settings, role: Role) -> str:
         return "loopback"
     token = _bearer(request)
     if token is None:
-        msg = f"This endpoint needs an {role} bearer token in the Authorization header."
+        msg = f"This endpoint needs the {role} bearer token in the Authorization header."
         raise UnauthorizedError(msg, code="missing_token")
     if _matches(token, settings.admin_token):
         return "admin"
-    if _matches(token, settings.serve_token):
-        if role == "serve":
-            return "serve"
-        msg = "The serve token cannot call the policy API; use the admin token."
-        raise ForbiddenError(msg, code="wrong_role")
-    raise UnauthorizedError("The bearer token is not valid.", code="invalid_token")
+    others: tuple[tuple[Role, SecretStr | None], ...] = (
+        ("serve", settings.serve_token),
+        ("metrics", settings.metrics_token),
+    )
+    held = next((name for name, secret in others if _matches(token, secret)), None)
+    if held is None:
+        raise UnauthorizedError("The bearer token is not valid.", code="invalid_token")
+    if held == role:
+        return held
+    use = "admin" if role == "admin" else f"{role} or the admin"
+    msg = f"The {held} token cannot {_REACH[role]}; use the {use} token."
+    raise ForbiddenError(msg, code="wrong_role")

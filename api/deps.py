@@ -12,7 +12,7 @@ from api.auth import authorize
 from api.serving.pool import ModelPool
 from api.settings import Settings
 
-__all__ = ["AdminDep", "PoolDep", "ServeDep", "SessionDep", "SettingsDep"]
+__all__ = ["AdminDep", "MetricsDep", "PoolDep", "ServeDep", "SessionDep", "SettingsDep"]
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
@@ -46,5 +46,10 @@ async def require_serve(request: Request, settings: SettingsDep) -> str:
     return authorize(request, settings, "serve")
 
 
+async def require_metrics(request: Request, settings: SettingsDep) -> str:
+    return authorize(request, settings, "metrics")
+
+
 AdminDep = Annotated[str, Depends(require_admin)]
 ServeDep = Annotated[str, Depends(require_serve)]
+MetricsDep = Annotated[str, Depends(require_metrics)]

@@ -7,12 +7,25 @@ Hierarchy::
     ├── ConflictError             409 a duplicate name, an invalid status transition, a state
     │                                 that forbids the operation (experiment not running)
     ├── InvalidRequestError       422 a value that is well-formed JSON but wrong
-    ├── PayloadTooLargeError      413 an upload or a batch over its configured limit
+    ├── PayloadTooLargeError      413 a body or an upload over its byte limit (a batch with
+    │                                 too many rows is an InvalidRequestError, 422
+    │                                 ``batch_too_large``: the bytes were acceptable)
     ├── UnauthorizedError         401 no token or an unknown token
     ├── ForbiddenError            403 a valid token of the wrong role, or a non-loopback caller
     └── UnavailableError          503 the store, the lake or a model cannot serve right now
 
-Domain errors from ``bandit`` (:class:`bandit.errors.BanditError`, invalid input) map to 422.
+Errors of the other layers are mapped here too, so no route catches them:
+
+- :class:`bandit.errors.BanditError` → 422 ``invalid_request`` (invalid input to a policy);
+- :class:`lake.errors.LakeConfigError` and :class:`lake.errors.RowConversionError` → 422
+  ``invalid_request`` (an argument or rows the lake cannot take);
+- any other :class:`lake.errors.LakeError` (``LakeWriteError``, ``LakeReadError``) → 503
+  ``lake_unavailable``: the lake cannot be written or read now;
+- a store outage → 503 ``store_unavailable``: SQLAlchemy's ``OperationalError`` and
+  ``InterfaceError`` (server down, refusing connections, connection cut), its pool
+  ``TimeoutError`` (every connection busy), and any DBAPI error that invalidated its
+  connection. Other SQLAlchemy errors are defects and stay 500 ``internal_error``.
+
 Routes and domain code raise these; only :func:`install_handlers` knows status codes.
 """
 
@@ -24,6 +37,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
@@ -130,8 +145,20 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[s
     return "Invalid request: " + "; ".join(sentences) + ".", details
 
 
+_STORE_DOWN = "The SQL store cannot be reached right now; retry in a few seconds."
+_LAKE_DOWN = "The lake cannot be read or written right now; retry in a few seconds."
+
+
+def _is_store_outage(exc: SQLAlchemyError) -> bool:
+    """Whether ``exc`` says the store is unreachable, as opposed to a defect in a query."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
 def install_handlers(app: FastAPI) -> None:
     from bandit.errors import BanditError
+    from lake.errors import LakeConfigError, LakeError, RowConversionError
 
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
@@ -144,6 +171,30 @@ def install_handlers(app: FastAPI) -> None:
     async def _bandit(_: Request, exc: BanditError) -> JSONResponse:
         return JSONResponse(error_body("invalid_request", str(exc)), 422)
 
+    @app.exception_handler(LakeError)
+    async def _lake(request: Request, exc: LakeError) -> JSONResponse:
+        if isinstance(exc, LakeConfigError | RowConversionError):
+            return JSONResponse(error_body("invalid_request", str(exc)), 422)
+        # The message names lake paths: it goes to the log, not to the caller.
+        log.warning("the lake failed on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body("lake_unavailable", _LAKE_DOWN), 503)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _store(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not _is_store_outage(exc):
+            return await _unexpected(request, exc)
+        # One line, not a traceback per request while the store is down; the message
+        # names the server, so it is not sent to the caller.
+        reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).strip().splitlines()
+        log.warning(
+            "the SQL store is unavailable on %s %s: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            reason[0] if reason else "",
+        )
+        return JSONResponse(error_body("store_unavailable", _STORE_DOWN), 503)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         message, details = _describe_validation(list(exc.errors()))
@@ -154,9 +205,11 @@ def install_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("internal_error", "The server failed to handle this request."), 500
-        )
+    app.add_exception_handler(Exception, _unexpected)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", "The server failed to handle this request."), 500
+    )

@@ -23,7 +23,7 @@ from api.settings import Settings
 
 __all__ = ["ServiceClient"]
 
-Role = Literal["admin", "serve"]
+Role = Literal["admin", "serve", "metrics"]
 T = TypeVar("T")
 
 _QUEUE_DEPTH = re.compile(
@@ -65,6 +65,7 @@ class ServiceClient:
         self._headers: dict[Role, dict[str, str]] = {
             "admin": _bearer(settings.admin_token),
             "serve": _bearer(settings.serve_token or settings.admin_token),
+            "metrics": _bearer(settings.metrics_token or settings.admin_token),
         }
 
     def __enter__(self) -> ServiceClient:
@@ -123,7 +124,7 @@ class ServiceClient:
 
     def lake_pending(self) -> dict[str, float]:
         """Rows each lake writer has accepted and not yet written, from ``/metrics``."""
-        text = self._send("GET", "/metrics", role=None).text
+        text = self._send("GET", "/metrics", role="metrics").text
         return {m["table"]: float(m["value"]) for m in _QUEUE_DEPTH.finditer(text)}
 
     def wait_for_lake(self, *, timeout_s: float = 30.0) -> None:

@@ -1,14 +1,29 @@
-"""Operations endpoints: liveness and readiness, no token."""
+"""Operations endpoints: open liveness and readiness probes, detailed health behind a token.
+
+The probes say only what a load balancer needs (see :mod:`api.health`); names, paths and
+errors are in ``/v1/health``, which takes the metrics or the admin token like ``/metrics``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
+
+from api.deps import MetricsDep
+from api.health import Health, check_health
 
 router = APIRouter(tags=["operations"])
+
+
+def _health(request: Request) -> Health:
+    state = request.app.state
+    readiness = getattr(state, "readiness", None)
+    return check_health(
+        state.engine,
+        state.pool,
+        snapshot_loaded=getattr(state, "serving", None) is not None,
+        lake_writers_healthy=readiness() if readiness is not None else {},
+    )
 
 
 @router.get("/healthz")
@@ -18,21 +33,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
-    state = request.app.state
-    checks: dict[str, Any] = {}
-    try:
-        with state.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["store"] = "ok"
-    except Exception as exc:
-        checks["store"] = f"unreachable: {type(exc).__name__}"
-    checks["models"] = {
-        f"{k.experiment}/{k.variant}": {"provider": p} for k, p in state.pool.providers().items()
-    }
-    for key, reason in state.pool.failures().items():
-        checks["models"][f"{key.experiment}/{key.variant}"] = {"failed": reason}
-    extra = getattr(state, "readiness", None)
-    if extra is not None:
-        checks.update(extra())
-    ready = all(v == "ok" for k, v in checks.items() if k != "models")
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    probe = _health(request).probe()
+    return JSONResponse(probe.model_dump(mode="json"), status_code=200 if probe.ready else 503)
+
+
+@router.get("/v1/health")
+def health(request: Request, _: MetricsDep) -> Health:
+    return _health(request)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -228,8 +227,9 @@ def test_failed_model_is_marked_and_excluded(tmp_path: Path, sqlite_url: str) ->
         assert client.get("/v1/experiments/e/allocation").json()["weights"] == {"good": 1.0}
         enable = client.patch("/v1/experiments/e/variants/bad", json={"enabled": True})
         assert enable.status_code == 409
-        ready = client.get("/readyz").json()
-        assert "failed" in json.dumps(ready["checks"]["models"]["e/bad"])
+        health = client.get("/v1/health").json()
+        assert health["models"]["e/bad"]["failed"]
+        assert client.get("/readyz").json()["degraded"] == ["models"]
 
 
 def _serves(client: TestClient, variant: str) -> bool:
