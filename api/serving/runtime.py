@@ -51,6 +51,8 @@ class ExperimentRuntime:
     """The union of the active variants' feature names, in first-seen order."""
     positional_dim: int | None = None
     """The list length every variant accepts, or ``None`` when they differ."""
+    feature_set: frozenset[str] = frozenset()
+    """``feature_names`` as a set: membership per request key is O(1), not O(d)."""
     feature_limit: float | None = None
     """The largest magnitude every variant's input dtype holds (float32's), or ``None``."""
 
@@ -142,6 +144,7 @@ def build_runtime(session: Session, loaded: Mapping[tuple[str, str], np.dtype[An
             cumulative=tuple(cumulative),
             shadows=shadows,
             feature_names=tuple(names),
+            feature_set=frozenset(names),
             positional_dim=dims.pop() if len(dims) == 1 else None,
             feature_limit=min(limits) if limits else None,
         )

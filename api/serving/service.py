@@ -261,7 +261,7 @@ class ServingService:
     def check_features(exp: ExperimentRuntime, features: Features, field: str) -> None:
         """Refuse features that no variant of the experiment can take, naming the field."""
         if isinstance(features, dict):
-            unknown = [k for k in features if k not in exp.feature_names]
+            unknown = [k for k in features if k not in exp.feature_set]
             if unknown:
                 msg = (
                     f"{field} names unknown feature(s) {unknown[:10]}; experiment "
