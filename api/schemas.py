@@ -13,6 +13,8 @@ __all__ = [
     "AllocationPut",
     "BatchFeedbackBody",
     "BatchPredictBody",
+    "ErrorBody",
+    "ErrorOut",
     "ExperimentCreate",
     "ExperimentOut",
     "ExperimentPatch",
@@ -37,6 +39,18 @@ PolicyKind = Literal["thompson", "epsilon_greedy", "ucb1", "fixed", "canary"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="A snake_case name for the error, stable across releases.")
+    message: str = Field(description="A sentence naming the bad value.")
+    details: Any = Field(description="Structured context (the failing fields, a limit), or null.")
+
+
+class ErrorOut(BaseModel):
+    """The envelope of every error response, whatever its status."""
+
+    error: ErrorBody
 
 
 class RewardSpec(_Strict):

@@ -9,10 +9,15 @@ from api.deps import AdminDep, SessionDep
 from api.errors import ConflictError, NotFoundError
 from api.reallocation import Reallocator
 from api.report import Report, build_report
+from api.routes._responses import ADMIN_ERRORS, error_responses
 from api.schemas import AllocationOut, AllocationPut, PromoteBody
 from api.store.models import AllocationRow
 
-router = APIRouter(prefix="/v1/experiments/{name}", tags=["allocation"])
+router = APIRouter(
+    prefix="/v1/experiments/{name}",
+    tags=["allocation"],
+    responses=ADMIN_ERRORS | error_responses(404, 422),
+)
 
 
 def _out(row: AllocationRow) -> AllocationOut:
@@ -36,7 +41,7 @@ def get_allocation(name: str, session: SessionDep, _: AdminDep) -> AllocationOut
     return _out(row)
 
 
-@router.put("/allocation")
+@router.put("/allocation", responses=error_responses(400, 409, 413))
 def put_allocation(
     name: str, body: AllocationPut, session: SessionDep, actor: AdminDep
 ) -> AllocationOut:
@@ -63,7 +68,7 @@ def allocation_history(
     return [_out(row) for row in allocations.history(session, experiment, limit=limit)]
 
 
-@router.post("/promote")
+@router.post("/promote", responses=error_responses(400, 409, 413))
 def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) -> AllocationOut:
     experiment = experiments.get_experiment(session, name)
     arms = allocations.active_arms(experiment)
@@ -81,7 +86,7 @@ def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) 
     return _out(row)
 
 
-@router.post("/rollback")
+@router.post("/rollback", responses=error_responses(409))
 def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
     experiment = experiments.get_experiment(session, name)
     if experiment.status == "stopped":
@@ -112,7 +117,7 @@ def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
     return _out(row)
 
 
-@router.post("/reallocate")
+@router.post("/reallocate", responses=error_responses(409))
 def reallocate(name: str, request: Request, session: SessionDep, actor: AdminDep) -> AllocationOut:
     experiment = experiments.get_experiment(session, name)
     reallocator: Reallocator = request.app.state.reallocator

@@ -20,9 +20,10 @@ from api import dashboard, experiments
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import NotFoundError
 from api.report import Report, build_report
+from api.routes._responses import ADMIN_ERRORS, error_responses
 from lake.reader import Lake, open_lake
 
-router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], responses=ADMIN_ERRORS)
 
 STATIC: Final = Path(__file__).resolve().parents[1] / "static"
 # Only files shipped with the package are served: a fixed map, so no path from the URL
@@ -66,19 +67,19 @@ def experiment_list(
     return dashboard.summaries(session, request.app.state.lake_stats)
 
 
-@router.get("/dashboard/api/experiments/{name}/report")
+@router.get("/dashboard/api/experiments/{name}/report", responses=error_responses(404, 422))
 def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Report:
     experiment = experiments.get_experiment(session, name)
     return build_report(session, experiment, request.app.state.lake_stats)
 
 
-@router.get("/dashboard/api/experiments/{name}/allocations")
+@router.get("/dashboard/api/experiments/{name}/allocations", responses=error_responses(404, 422))
 def allocation_history(name: str, _: AdminDep, session: SessionDep) -> dashboard.AllocationHistory:
     experiment = experiments.get_experiment(session, name)
     return dashboard.allocation_history(session, experiment)
 
 
-@router.get("/dashboard/api/experiments/{name}/timeseries")
+@router.get("/dashboard/api/experiments/{name}/timeseries", responses=error_responses(404, 422))
 def time_series(
     name: str,
     _: AdminDep,
@@ -98,7 +99,7 @@ def time_series(
     )
 
 
-@router.get("/dashboard/api/experiments/{name}/drift")
+@router.get("/dashboard/api/experiments/{name}/drift", responses=error_responses(404, 422))
 def drift(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep, hours: Hours = 24
 ) -> dashboard.DriftOut:
