@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import MetricsDep
-from api.health import Health, check_health
+from api.health import Health, Probe, check_health
 
 router = APIRouter(tags=["operations"])
 
@@ -31,7 +31,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Probe,
+    responses={503: {"model": Probe, "description": "Not ready: the replica cannot serve yet."}},
+)
 def readyz(request: Request) -> JSONResponse:
     probe = _health(request).probe()
     return JSONResponse(probe.model_dump(mode="json"), status_code=200 if probe.ready else 503)

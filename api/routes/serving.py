@@ -48,12 +48,24 @@ _NAME_PARAM = {
 }
 
 
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace every ``{"$ref": "#/$defs/X"}`` by X itself (these bodies are not recursive)."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
 def _doc(model: type[BaseModel], *, path_name: bool = False) -> dict[str, Any]:
     # Declared here rather than as typed parameters so FastAPI does no per-request
-    # parameter solving on the hot path; the OpenAPI document stays complete.
-    schema = {
-        "application/json": {"schema": model.model_json_schema(ref_template="#/$defs/{model}")}
-    }
+    # parameter solving on the hot path; the OpenAPI document stays complete. A schema's
+    # ``$defs`` would not resolve from the document's root, so they are inlined.
+    raw = model.model_json_schema()
+    schema = {"application/json": {"schema": _inline(raw, raw.get("$defs", {}))}}
     doc: dict[str, Any] = {"requestBody": {"required": True, "content": schema}}
     if path_name:
         doc["parameters"] = [_NAME_PARAM]

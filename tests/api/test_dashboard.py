@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from api.serving.pool import VariantKey
 from api.settings import Settings
 from lake.dashboard import psi, time_buckets
 from lake.errors import LakeConfigError
@@ -21,7 +22,7 @@ from lake.reader import open_lake
 from lake.rewards import RewardRule
 from lake.schemas import FeedbackRow, PredictionRow
 from tests.api.helpers import create_experiment, error_code, start, upload
-from tests.api.serving_support import flush
+from tests.api.serving_support import flush, lake_rows
 from tests.conftest import make_client, make_settings
 from tests.onnx_models import fragile_model, linear_model
 
@@ -346,7 +347,9 @@ def test_an_unknown_experiment_is_404(lab: tuple[TestClient, Settings], panel: s
     assert "'nope'" in response.json()["error"]["message"]
 
 
-def test_errors_and_label_rewards_follow_the_aggregates(tmp_path: Path, sqlite_url: str) -> None:
+def test_errors_and_label_rewards_follow_the_aggregates(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from api.store.migrate import upgrade
 
     upgrade(sqlite_url)
@@ -358,12 +361,22 @@ def test_errors_and_label_rewards_follow_the_aggregates(tmp_path: Path, sqlite_u
         start(client, "lbl")
         items = []
         for i in range(90):
-            # The fragile arm fails when a feature reaches 2: one request in three.
+            # The fragile arm refuses rows where a feature reaches 2 (one request in three):
+            # rejected rows, not errors.
             response = client.post(
                 "/v1/experiments/lbl/predict", json={"features": [float(i % 3), 0.0, 0.0]}
             )
             if response.status_code == 200:
                 items.append({"request_id": response.json()["request_id"], "label": 1.5})
+        # Then the fragile arm breaks altogether (its reference input fails too): errors.
+        model = client.app.state.pool.get(VariantKey("lbl", "bad"))  # type: ignore[attr-defined]
+
+        def broken(*_: object, **__: object) -> object:
+            raise RuntimeError("device lost")
+
+        monkeypatch.setattr(model.session, "run", broken)
+        for _ in range(30):
+            client.post("/v1/experiments/lbl/predict", json={"features": [0.0, 0.0, 0.0]})
         assert client.post("/v1/feedback/batch", json={"items": items}).status_code == 202
         flush(client)
         report = {v["name"]: v for v in client.get(f"{API}/lbl/report").json()["variants"]}
@@ -377,7 +390,14 @@ def test_errors_and_label_rewards_follow_the_aggregates(tmp_path: Path, sqlite_u
         if report[name]["rewarded"]:
             total = sum(m * n for m, n in zip(v["reward_mean"], v["rewarded"], strict=True) if n)
             assert total / sum(v["rewarded"]) == pytest.approx(report[name]["reward_mean"])
-    assert sum(by_name["bad"]["errors"]) > 0
+    statuses = dict(
+        lake_rows(
+            settings,
+            "select status, count(*) from predictions where variant = 'bad' group by status",
+        )
+    )
+    assert statuses["rejected"] > 0
+    assert sum(by_name["bad"]["errors"]) == statuses["error"] > 0
 
 
 def test_psi_golden_values() -> None:
