@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.serving.pool import VariantKey
 from api.settings import Settings
-from tests.api.helpers import error_code
+from tests.api.helpers import create_experiment, error_code, start, upload
 from tests.api.serving_support import flush, lake_rows, running_experiment
 from tests.conftest import make_client, make_settings
 from tests.onnx_models import linear_model
@@ -40,8 +40,16 @@ def secured(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[TestClient, Setti
         max_body_bytes=20_000,
         max_upload_bytes=60_000,
     )
-    with make_client(settings) as client:
+    # The admin token by default (it opens every route); serving calls send the serve one.
+    with make_client(settings, headers=ADMIN) as client:
         yield client, settings
+
+
+def _two_arms(client: TestClient, name: str, **body: object) -> None:
+    create_experiment(client, name, **body)
+    upload(client, name, "a", linear_model([1.0, 2.0, 3.0]))
+    upload(client, name, "b", linear_model([-1.0, 0.5, 2.0]))
+    start(client, name)
 
 
 # -- request ids ---------------------------------------------------------------------
@@ -84,21 +92,7 @@ def test_request_ids_cannot_be_predicted_or_forged(
     secured: tuple[TestClient, Settings],
 ) -> None:
     client, settings = secured
-    response = client.post(
-        "/v1/experiments",
-        json={"name": "e", "reward": {"kind": "binary"}, "sticky": True},
-        headers=ADMIN,
-    )
-    assert response.status_code == 201, response.text
-    for name, weights in (("a", [1.0, 2.0, 3.0]), ("b", [-1.0, 0.5, 2.0])):
-        response = client.post(
-            "/v1/experiments/e/variants",
-            data={"name": name},
-            files={"model": ("m.onnx", linear_model(weights), "application/octet-stream")},
-            headers=ADMIN,
-        )
-        assert response.status_code == 201, response.text
-    assert client.patch("/v1/experiments/e", json={"status": "running"}, headers=ADMIN).is_success
+    _two_arms(client, "e", sticky=True)
 
     # Sticky routing with unit ids consumes no randomness, so 208 consecutive ids are all
     # a client needs to rebuild a Mersenne Twister that made them.
@@ -173,25 +167,7 @@ def test_a_short_request_id_secret_is_refused(tmp_path: Path, sqlite_url: str) -
 
 
 def _guarded_experiment(client: TestClient) -> None:
-    response = client.post(
-        "/v1/experiments",
-        json={
-            "name": "g",
-            "reward": {"kind": "binary"},
-            "guardrails": {"max_error_rate": 0.05},
-        },
-        headers=ADMIN,
-    )
-    assert response.status_code == 201, response.text
-    for name, weights in (("a", [1.0, 2.0, 3.0]), ("b", [-1.0, 0.5, 2.0])):
-        response = client.post(
-            "/v1/experiments/g/variants",
-            data={"name": name},
-            files={"model": ("m.onnx", linear_model(weights), "application/octet-stream")},
-            headers=ADMIN,
-        )
-        assert response.status_code == 201, response.text
-    assert client.patch("/v1/experiments/g", json={"status": "running"}, headers=ADMIN).is_success
+    _two_arms(client, "g", guardrails={"max_error_rate": 0.05})
 
 
 def test_inputs_a_model_cannot_take_do_not_pull_a_healthy_variant(
