@@ -73,7 +73,7 @@ def test_no_rows_give_an_empty_table_with_the_schema() -> None:
         ),
         (
             prediction("r", status="maybe"),
-            "Column 'status' may only hold ['error', 'ok'], but got ['maybe'].",
+            "Column 'status' may only hold ['error', 'ok', 'rejected'], but got ['maybe'].",
         ),
         (
             feedback("r"),
