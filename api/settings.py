@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lake.location import default_lake_root
+
 __all__ = ["Settings"]
 
 
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditlake.db'}")
         if not self.lake_uri:
-            object.__setattr__(self, "lake_uri", str(self.home / "lake"))
+            object.__setattr__(self, "lake_uri", str(default_lake_root(self.home)))
         if self.lake_uri.startswith("s3://"):
             msg = (
                 f"BANDITLAKE_LAKE_URI={self.lake_uri!r} points at object storage, which this "

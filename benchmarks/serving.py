@@ -227,9 +227,10 @@ def main() -> None:
         for proc in (bare, service):
             proc.wait(timeout=120)
 
-    from lake.reader import open_lake
+    from lake import locate_lake, open_lake
 
-    with open_lake(f"sqlite:///{home / 'banditlake.db'}", home / "lake") as lake:
+    where = locate_lake({"BANDITLAKE_HOME": str(home)})
+    with open_lake(where.database_url, where.lake_root) as lake:
         lake_rows = lake.duckdb().execute("select count(*) from predictions").fetchone()[0]
 
     def med(name: str, attr: str) -> float:

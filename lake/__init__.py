@@ -7,6 +7,7 @@ take a snapshot of that list and query it with DuckDB or polars.
 
 from lake.errors import LakeConfigError, LakeError, LakeWriteError, RowConversionError
 from lake.janitor import janitor
+from lake.location import LakeLocation, default_lake_root, locate_lake
 from lake.manifest import (
     NAMING_CONVENTION,
     FileEntry,
@@ -35,6 +36,7 @@ __all__ = [
     "Lake",
     "LakeConfigError",
     "LakeError",
+    "LakeLocation",
     "LakeWriteError",
     "LakeWriter",
     "PredictionRow",
@@ -42,11 +44,13 @@ __all__ = [
     "TableName",
     "ViewName",
     "WriterStats",
+    "default_lake_root",
     "default_writer_id",
     "files_since",
     "janitor",
     "lake_files",
     "live_files",
+    "locate_lake",
     "metadata",
     "open_lake",
     "register_file",
