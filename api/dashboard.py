@@ -21,7 +21,7 @@ from api.report import ALPHA, build_report
 from api.store.models import Experiment
 from bandit.frequentist import mean_interval
 from bandit.stats import ArmStats
-from lake.dashboard import feature_drift, time_buckets
+from lake.dashboard import experiment_span, feature_drift, time_buckets
 from lake.reader import Lake
 
 __all__ = [
@@ -66,11 +66,18 @@ class AllocationStep(BaseModel):
 
 
 class AllocationHistory(BaseModel):
-    """Allocation versions oldest first: each holds from its ``created_at`` to the next."""
+    """Allocation versions oldest first: each holds from its ``created_at`` to the next.
+
+    ``first_request``/``last_request`` bound the experiment's predictions in the lake
+    (``None`` before any): the charts end at the last request rather than at ``now``, so
+    a short experiment looked at later is not squeezed against the left edge.
+    """
 
     experiment: str
     variants: list[str]
     steps: list[AllocationStep]
+    first_request: datetime | None
+    last_request: datetime | None
     now: datetime
 
 
@@ -103,6 +110,7 @@ class TimeSeries(BaseModel):
 class WindowOut(BaseModel):
     start: datetime
     end: datetime
+    rows: int
 
 
 class FeatureDriftOut(BaseModel):
@@ -121,6 +129,7 @@ class DriftOut(BaseModel):
     experiment: str
     hours: int
     threshold: float
+    min_rows: int
     reference: WindowOut | None
     current: WindowOut | None
     features: list[FeatureDriftOut]
@@ -157,7 +166,7 @@ def summaries(session: Session, stats: LakeStats) -> list[ExperimentSummary]:
     return out
 
 
-def allocation_history(session: Session, experiment: Experiment) -> AllocationHistory:
+def allocation_history(session: Session, lake: Lake, experiment: Experiment) -> AllocationHistory:
     rows = allocations.history(session, experiment, limit=10_000)
     steps = []
     for row in reversed(rows):
@@ -175,10 +184,13 @@ def allocation_history(session: Session, experiment: Experiment) -> AllocationHi
                 else None,
             )
         )
+    span = experiment_span(lake, experiment.name)
     return AllocationHistory(
         experiment=experiment.name,
         variants=[v.name for v in experiment.variants if v.role == "arm"],
         steps=steps,
+        first_request=span[0] if span else None,
+        last_request=span[1] if span else None,
         now=datetime.now(UTC),
     )
 
@@ -255,10 +267,11 @@ def drift(lake: Lake, experiment: Experiment, *, hours: int) -> DriftOut:
         experiment=experiment.name,
         hours=hours,
         threshold=found.threshold,
-        reference=WindowOut(start=found.reference.start, end=found.reference.end)
+        min_rows=found.min_rows,
+        reference=WindowOut.model_validate(found.reference, from_attributes=True)
         if found.reference
         else None,
-        current=WindowOut(start=found.current.start, end=found.current.end)
+        current=WindowOut.model_validate(found.current, from_attributes=True)
         if found.current
         else None,
         features=features,

@@ -74,9 +74,11 @@ def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Rep
 
 
 @router.get("/dashboard/api/experiments/{name}/allocations", responses=error_responses(404, 422))
-def allocation_history(name: str, _: AdminDep, session: SessionDep) -> dashboard.AllocationHistory:
+def allocation_history(
+    name: str, _: AdminDep, session: SessionDep, lake: LakeDep
+) -> dashboard.AllocationHistory:
     experiment = experiments.get_experiment(session, name)
-    return dashboard.allocation_history(session, experiment)
+    return dashboard.allocation_history(session, lake, experiment)
 
 
 @router.get("/dashboard/api/experiments/{name}/timeseries", responses=error_responses(404, 422))

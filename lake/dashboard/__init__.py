@@ -13,6 +13,7 @@ the wall clock, so a stopped experiment still shows its last day.
 
 from lake.dashboard._drift import (
     DRIFT_BINS,
+    DRIFT_MIN_ROWS,
     DRIFT_THRESHOLD,
     Drift,
     DriftWindow,
@@ -25,6 +26,7 @@ from lake.dashboard._series import TimeBuckets, VariantBuckets, time_buckets
 
 __all__ = [
     "DRIFT_BINS",
+    "DRIFT_MIN_ROWS",
     "DRIFT_THRESHOLD",
     "Drift",
     "DriftWindow",

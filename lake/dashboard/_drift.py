@@ -17,6 +17,7 @@ from lake.reader import Lake
 
 __all__ = [
     "DRIFT_BINS",
+    "DRIFT_MIN_ROWS",
     "DRIFT_THRESHOLD",
     "Drift",
     "DriftWindow",
@@ -31,19 +32,30 @@ DRIFT_THRESHOLD: Final = 0.2
 DRIFT_BINS: Final = 10
 """Reference-window deciles: the customary PSI binning."""
 
+DRIFT_MIN_ROWS: Final = 100
+"""Rows a feature needs in each window for a PSI: with fewer, one or two rows make a
+decile's share jump by whole percents, and a window of 1 row against one of 600 scored
+far above the threshold on noise alone."""
+
 # A proportion of 0 makes ln(c/r) infinite; flooring at 1e-4 is the usual smoothing.
 _PSI_FLOOR: Final = 1e-4
 
 
 @dataclass(frozen=True, slots=True)
 class DriftWindow:
+    """``[start, end]`` and the arm rows in it."""
+
     start: datetime
     end: datetime
+    rows: int
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureDrift:
-    """One feature's PSI between the windows; ``psi`` is ``None`` when a window lacks it.
+    """One feature's PSI between the windows.
+
+    ``psi`` is ``None`` (and ``drifted`` false) when either window holds fewer than the
+    minimum rows with a finite value of the feature.
 
     ``reference_share``/``current_share`` are each window's share of rows per bin; the
     bins are cut at the reference window's quantiles.
@@ -65,6 +77,7 @@ class Drift:
     reference: DriftWindow | None
     current: DriftWindow | None
     threshold: float
+    min_rows: int
     features: tuple[FeatureDrift, ...]
     files_read: int
 
@@ -135,8 +148,8 @@ def _reference(
     end: datetime,
     names: tuple[str, ...],
     bins: int,
-) -> tuple[_Reference, ...]:
-    """Cut points and counts of the reference window, cached.
+) -> tuple[int, tuple[_Reference, ...]]:
+    """The reference window's rows, and each feature's cut points and counts, cached.
 
     ``files`` are (manifest id, absolute path) pairs. The result depends only on these
     immutable files (manifest ids are never reused) and a fixed window, so once an
@@ -147,7 +160,7 @@ def _reference(
     con = cursor()
     try:
         found = con.execute(
-            f"SELECT {values} FROM {parquet(path for _, path in files)} WHERE {_WINDOW}",
+            f"SELECT 1 AS one, {values} FROM {parquet(path for _, path in files)} WHERE {_WINDOW}",
             [*names, experiment, start, end],
         ).fetchnumpy()
     finally:
@@ -164,7 +177,7 @@ def _reference(
         # as DuckDB's ``histogram(x, cuts)`` does for the current window.
         counts = np.bincount(np.searchsorted(cuts, x), minlength=len(cuts) + 1)
         out.append(_Reference(tuple(cuts.tolist()), tuple(counts.tolist()), float(x.mean())))
-    return tuple(out)
+    return len(found["one"]), tuple(out)
 
 
 def _current_sql(table: str, references: Sequence[_Reference]) -> tuple[str, list[object]]:
@@ -178,8 +191,19 @@ def _current_sql(table: str, references: Sequence[_Reference]) -> tuple[str, lis
         finite = f"FILTER (WHERE isfinite(x{i}))"
         columns.append(f"histogram(x{i}, ?) {finite}, avg(x{i}) {finite}")
     values = ", ".join(f"features[?] AS x{i}" for i in range(len(references)))
-    sql = f"SELECT {', '.join(columns)} FROM (SELECT {values} FROM {table} WHERE {_WINDOW})"
+    sql = (
+        f"SELECT count(*), {', '.join(columns)} FROM (SELECT {values} FROM {table} WHERE {_WINDOW})"
+    )
     return sql, [list(ref.cuts) for ref in references]
+
+
+def _rows(table: str, params: list[object]) -> int:
+    con = cursor()
+    try:
+        row = con.execute(f"SELECT count(*) FROM {table} WHERE {_WINDOW}", params).fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
 def _binned(histogram: dict[float, int] | None, cuts: tuple[float, ...]) -> list[int]:
@@ -198,6 +222,7 @@ def feature_drift(
     hours: int = 24,
     bins: int = DRIFT_BINS,
     threshold: float = DRIFT_THRESHOLD,
+    min_rows: int = DRIFT_MIN_ROWS,
 ) -> Drift:
     """PSI of each feature between the experiment's first and last ``hours`` of arm rows.
 
@@ -218,18 +243,25 @@ def feature_drift(
         a repeated cut point (a discrete feature) merges two bins.
     threshold
         PSI above which a feature is flagged.
+    min_rows
+        Rows with a finite value a feature needs in each window to get a PSI; below it the
+        feature's ``psi`` is ``None`` and it is never flagged.
 
     Returns
     -------
     Drift
-        Features in name order. Shadow rows are left out: they repeat the arm's features.
+        Features in name order, each window with its row count. Shadow rows are left out:
+        they repeat the arm's features.
     """
-    if hours < 1 or bins < 2:
-        msg = f"Drift needs a window of at least 1 hour and 2 bins; got {hours} and {bins}."
+    if hours < 1 or bins < 2 or min_rows < 1:
+        msg = (
+            "Drift needs a window of at least 1 hour, 2 bins and a minimum of 1 row; "
+            f"got {hours}, {bins} and {min_rows}."
+        )
         raise LakeConfigError(msg)
     span = experiment_span(lake, experiment)
     if span is None:
-        return Drift(None, None, threshold, (), 0)
+        return Drift(None, None, threshold, min_rows, (), 0)
     first, last = span
     window = min(timedelta(hours=hours), (last - first) // 2)
     reference_end, current_start = first + window, last + MICROSECOND - window
@@ -238,20 +270,27 @@ def feature_drift(
     current_files = overlapping(predictions, current_start, last)
     current = source(lake, current_files)
     current_params: list[object] = [experiment, current_start, last + MICROSECOND]
+    reference_params: list[object] = [experiment, first, reference_end]
     names = (
         tuple(sorted(set(features)))
         if features is not None
         else _feature_names(
-            [
-                (source(lake, reference_files), [experiment, first, reference_end]),
-                (current, current_params),
-            ]
+            [(source(lake, reference_files), reference_params), (current, current_params)]
         )
     )
-    windows = DriftWindow(first, reference_end), DriftWindow(current_start, last)
+    files_read = len({*reference_files, *current_files})
     if not names:
-        return Drift(*windows, threshold, (), len(reference_files) + len(current_files))
-    references = _reference(
+        return Drift(
+            DriftWindow(
+                first, reference_end, _rows(source(lake, reference_files), reference_params)
+            ),
+            DriftWindow(current_start, last, _rows(current, current_params)),
+            threshold,
+            min_rows,
+            (),
+            files_read,
+        )
+    reference_rows, references = _reference(
         tuple((int(f.id or 0), str(lake.root / f.path)) for f in reference_files),
         experiment,
         first,
@@ -266,11 +305,12 @@ def feature_drift(
     finally:
         con.close()
     assert row is not None  # an aggregate without GROUP BY returns one row
+    current_rows, *values = row
     drifts = []
     for i, (name, ref) in enumerate(zip(names, references, strict=True)):
-        counts = _binned(row[2 * i], ref.cuts)
+        counts = _binned(values[2 * i], ref.cuts)
         n_ref, n_cur = sum(ref.counts), sum(counts)
-        value = psi(ref.counts, counts) if n_ref and n_cur else None
+        value = psi(ref.counts, counts) if min(n_ref, n_cur) >= min_rows else None
         drifts.append(
             FeatureDrift(
                 name=name,
@@ -279,9 +319,16 @@ def feature_drift(
                 reference_rows=n_ref,
                 current_rows=n_cur,
                 reference_mean=ref.mean,
-                current_mean=float(row[2 * i + 1]) if row[2 * i + 1] is not None else None,
+                current_mean=float(values[2 * i + 1]) if values[2 * i + 1] is not None else None,
                 reference_share=tuple(c / n_ref for c in ref.counts) if n_ref else (),
                 current_share=tuple(c / n_cur for c in counts) if n_cur else (),
             )
         )
-    return Drift(*windows, threshold, tuple(drifts), len({*reference_files, *current_files}))
+    return Drift(
+        DriftWindow(first, reference_end, reference_rows),
+        DriftWindow(current_start, last, int(current_rows)),
+        threshold,
+        min_rows,
+        tuple(drifts),
+        files_read,
+    )

@@ -103,21 +103,26 @@ def _bucket_width(hours: int, buckets: int) -> timedelta:
     return width
 
 
-# Bucket widths for an experiment younger than its window, in seconds: round numbers.
-_NICE_WIDTHS: Final = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600)
+# Bucket widths for an experiment younger than its window, in milliseconds: round numbers.
+# The finest is a tenth of a second, so that a replay of a few seconds (the demo's) still
+# shows some thirty points; finer buckets would hold a handful of requests each.
+_NICE_WIDTHS_MS: Final = (
+    *(100, 200, 500),
+    *(1000 * s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600)),
+)
 
 
 def _grid(first: datetime, last: datetime, fixed: timedelta, buckets: int) -> tuple[timedelta, int]:
     """Bucket width and count: the fixed grid, or a finer one over a young experiment.
 
     An experiment younger than the window would fill one or two of its buckets; its
-    whole life is shown instead, in the finest round width that needs at most
-    ``buckets`` buckets.
+    whole life is shown instead, in the finest round width (a tenth of a second at
+    least) that needs at most ``buckets`` buckets.
     """
     if last - first >= fixed * buckets:
         return fixed, buckets
-    for seconds in _NICE_WIDTHS:
-        width = timedelta(seconds=seconds)
+    for milliseconds in _NICE_WIDTHS_MS:
+        width = timedelta(milliseconds=milliseconds)
         if width >= fixed:
             break
         count = (last - EPOCH) // width - (first - EPOCH) // width + 1
@@ -149,7 +154,8 @@ def time_buckets(
         Window length and the number of equal buckets in it. The window ends at the
         bucket boundary after the experiment's last prediction; boundaries are multiples
         of the width since the epoch, so they stay put as data arrives. An experiment
-        younger than the window is shown whole, in finer buckets of a round width.
+        younger than the window is shown whole, in finer buckets of a round width (from
+        0.1 s), so a replay of a few seconds still gets a few dozen buckets.
     lookback
         Latest feedback counted, after the prediction's ``ts`` (``None``: any), as in the
         ``decisions`` view: a request's first feedback counts, and only if within it.

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from api.serving.pool import VariantKey
 from api.settings import Settings
-from lake.dashboard import psi, time_buckets
+from lake.dashboard import DRIFT_MIN_ROWS, psi, time_buckets
 from lake.errors import LakeConfigError
 from lake.reader import open_lake
 from lake.rewards import RewardRule
@@ -88,7 +88,7 @@ def _decisions(settings: Settings, sql: str, params: list[object]) -> list[tuple
 def _assert_matches_decisions(settings: Settings, experiment: str, body: dict[str, Any]) -> None:
     """Every bucket of a time series against the same sums over the ``decisions`` view."""
     start = datetime.fromisoformat(body["start"])
-    width_us = int(body["bucket_seconds"] * 1_000_000)
+    width_us = round(body["bucket_seconds"] * 1_000_000)
     rows = _decisions(
         settings,
         "SELECT variant, role, (epoch_us(ts) - ?) // ? AS bucket, count(*), "
@@ -97,7 +97,7 @@ def _assert_matches_decisions(settings: Settings, experiment: str, body: dict[st
         "quantile_cont(latency_ms, 0.5), quantile_cont(latency_ms, 0.99) "
         "FROM decisions WHERE experiment = ? AND ts >= ? AND ts < ? GROUP BY ALL",
         [
-            int(start.timestamp() * 1_000_000),
+            round(start.timestamp() * 1_000_000),
             width_us,
             experiment,
             start,
@@ -180,7 +180,7 @@ def test_the_list_shows_status_and_the_reports_verdict(
 
 
 def test_allocation_history_is_oldest_first_with_p_best(lab: tuple[TestClient, Settings]) -> None:
-    client, _ = lab
+    client, settings = lab
     body = client.get(f"{API}/e/allocations").json()
     assert body["experiment"] == "e" and body["variants"] == ["a", "b"]
     steps = body["steps"]
@@ -189,6 +189,12 @@ def test_allocation_history_is_oldest_first_with_p_best(lab: tuple[TestClient, S
     assert set(steps[1]["prob_best"]) == {"a", "b"}
     assert math.isclose(sum(steps[1]["weights"].values()), 1.0)
     assert datetime.fromisoformat(body["now"]) >= datetime.fromisoformat(steps[1]["created_at"])
+    # The charts end at the last request, not at "now".
+    ((first, last),) = _decisions(
+        settings, "SELECT min(ts), max(ts) FROM predictions WHERE experiment = ?", ["e"]
+    )
+    assert datetime.fromisoformat(body["first_request"]) == first
+    assert datetime.fromisoformat(body["last_request"]) == last
     history = client.get("/v1/experiments/e/allocations").json()
     assert [s["weights"] for s in reversed(history)] == [s["weights"] for s in steps]
 
@@ -196,12 +202,13 @@ def test_allocation_history_is_oldest_first_with_p_best(lab: tuple[TestClient, S
 def test_time_series_matches_the_decisions_view(lab: tuple[TestClient, Settings]) -> None:
     client, settings = lab
     body = client.get(f"{API}/e/timeseries", params={"hours": 1, "buckets": 60}).json()
-    # Younger than the window: the experiment's whole life in round one-second buckets.
-    assert body["hours"] == 1 and body["bucket_seconds"] == 1
-    width = timedelta(seconds=1)
+    # Younger than the window (about 1.5 s): its whole life, in the finest round width
+    # that needs at most 60 buckets, a tenth of a second.
+    assert body["hours"] == 1 and body["bucket_seconds"] == 0.1
+    width = timedelta(seconds=0.1)
     start = datetime.fromisoformat(body["start"])
     times = [datetime.fromisoformat(t) for t in body["times"]]
-    assert 2 <= len(times) <= 60
+    assert 10 <= len(times) <= 60
     assert times == [start + i * width for i in range(len(times))]
     assert datetime.fromisoformat(body["end"]) == start + len(times) * width
     assert {(v["name"], v["role"]) for v in body["variants"]} == {
@@ -311,7 +318,8 @@ def test_an_experiment_without_traffic_has_empty_panels(lab: tuple[TestClient, S
     assert series["variants"] == [] and len(series["times"]) == 48
     drift = client.get(f"{API}/empty/drift").json()
     assert drift["features"] == [] and drift["reference"] is None
-    assert client.get(f"{API}/empty/allocations").json()["steps"] == []
+    allocations = client.get(f"{API}/empty/allocations").json()
+    assert allocations["steps"] == [] and allocations["last_request"] is None
     assert client.get(f"{API}/empty/report").json()["verdict"] == "No rewarded requests yet."
 
 
@@ -412,3 +420,70 @@ def test_psi_golden_values() -> None:
         psi([1, 2], [1, 2, 3])
     with pytest.raises(LakeConfigError, match="rows in both windows"):
         psi([0, 0], [1, 2])
+
+
+def _append(
+    client: TestClient, name: str, times: list[datetime], features: list[dict[str, float]]
+) -> None:
+    """Arm rows at the given times, written straight to the lake."""
+    service = client.app.state.serving  # type: ignore[attr-defined]
+    for i, (ts, row) in enumerate(zip(times, features, strict=True)):
+        service.predictions.append(
+            PredictionRow(
+                f"{name}-{i}", ts, name, "ab"[i % 2], "arm", 1, 0.5, None, row, 1.0, None,
+                1.0, "0" * 64, "CPUExecutionProvider", "ok",
+            )
+        )  # fmt: skip
+    flush(client)
+
+
+def test_a_few_seconds_of_traffic_get_a_few_dozen_buckets(tmp_path: Path, sqlite_url: str) -> None:
+    """The demo replays its traffic in about 3 s: the charts still show it unfold."""
+    from api.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url, reallocate=False)
+    t0 = datetime(2026, 12, 2, 14, 5, 0, 30_000, tzinfo=UTC)
+    times = [t0 + timedelta(milliseconds=i) for i in range(3000)]
+    with make_client(settings) as client:
+        create_experiment(client, "quick")
+        upload(client, "quick", "a", linear_model([1.0]))
+        upload(client, "quick", "b", linear_model([1.0]))
+        _append(client, "quick", times, [{"f0": 1.0}] * len(times))
+        body = client.get(f"{API}/quick/timeseries").json()
+        _assert_matches_decisions(settings, "quick", body)
+    assert body["bucket_seconds"] == 0.1
+    assert len(body["times"]) == 31 <= 48
+    assert datetime.fromisoformat(body["start"]) == datetime(2026, 12, 2, 14, 5, tzinfo=UTC)
+    requests = [sum(n) for n in zip(*(v["requests"] for v in body["variants"]), strict=True)]
+    assert requests == [70] + [100] * 29 + [30]
+
+
+def test_drift_needs_the_minimum_rows_in_each_window(tmp_path: Path, sqlite_url: str) -> None:
+    """One early row against 600 later ones: no PSI and no alarm, and the sizes are shown."""
+    from api.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url, reallocate=False)
+    rng = np.random.default_rng(7)
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    later = [t0 + timedelta(hours=25, seconds=5 * i) for i in range(600)]
+    shifted = [{"f0": float(rng.normal() + 5.0)} for _ in later]
+    with make_client(settings) as client:
+        create_experiment(client, "thin")
+        upload(client, "thin", "a", linear_model([1.0]))
+        upload(client, "thin", "b", linear_model([1.0]))
+        _append(client, "thin", [t0, *later], [{"f0": 0.0}, *shifted])
+        body = client.get(f"{API}/thin/drift").json()
+    assert body["min_rows"] == DRIFT_MIN_ROWS == 100
+    assert body["reference"]["rows"] == 1 and body["current"]["rows"] == 600
+    (f0,) = body["features"]
+    assert f0["psi"] is None and not f0["drifted"] and body["drifted"] == []
+    assert (f0["reference_rows"], f0["current_rows"]) == (1, 600)
+
+
+def test_drift_at_the_minimum_rows_is_measured(lab: tuple[TestClient, Settings]) -> None:
+    client, _ = lab
+    body = client.get(f"{API}/e/drift").json()
+    assert body["reference"]["rows"] == body["current"]["rows"] == 300
+    assert all(f["psi"] is not None for f in body["features"])
