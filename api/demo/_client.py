@@ -1,59 +1,78 @@
-"""The demo's calls to the service, over real HTTP, with typed answers.
+"""The demo's calls to the service, through the public :mod:`api.client` over real HTTP.
 
-Every failure becomes a :class:`DemoError` naming the call and the service's own message,
-so the command ends with one sentence rather than a traceback.
+This adds only what the demo needs beyond the client: the tokens taken from the settings,
+a missing experiment as ``None``, the allocation history oldest first, feedback sent in
+chunks, and waiting for the lake writers (read from ``/metrics``). Every failure becomes
+a :class:`DemoError` naming the call and the service's own message, so the command ends
+with one sentence rather than a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TypeVar
 
-import httpx
-from pydantic import SecretStr, TypeAdapter, ValidationError
+from pydantic import SecretStr
 
+from api.client import (
+    APIError,
+    BanditlakeError,
+    Client,
+    FailedPrediction,
+    Feedback,
+    NotFoundError,
+    Prediction,
+    TransportError,
+)
 from api.demo.errors import DemoError
 from api.report import Report
-from api.schemas import AllocationOut, ExperimentCreate, ExperimentOut, PredictOut, VariantOut
+from api.schemas import (
+    AllocationOut,
+    ExperimentCreate,
+    ExperimentOut,
+    ExperimentStatus,
+    PredictOut,
+    VariantOut,
+)
 from api.settings import Settings
 
 __all__ = ["ServiceClient"]
 
-Role = Literal["admin", "serve", "metrics"]
 T = TypeVar("T")
 
 _QUEUE_DEPTH = re.compile(
     r'^banditlake_lake_queue_depth\{table="(?P<table>\w+)"\} (?P<value>\S+)$', re.MULTILINE
 )
-_EXPERIMENT = TypeAdapter(ExperimentOut)
-_ALLOCATION = TypeAdapter(AllocationOut)
-_ALLOCATIONS = TypeAdapter(list[AllocationOut])
-_VARIANT = TypeAdapter(VariantOut)
-_VARIANTS = TypeAdapter(list[VariantOut])
-_REPORT = TypeAdapter(Report)
-_PREDICTIONS = TypeAdapter(list[PredictOut])
 # Feedback items per request, well under the service's batch limit.
 _FEEDBACK_CHUNK = 500
 
 
-def _bearer(token: SecretStr | None) -> dict[str, str]:
-    return {} if token is None else {"Authorization": f"Bearer {token.get_secret_value()}"}
+def _secret(token: SecretStr | None) -> str | None:
+    return None if token is None else token.get_secret_value()
 
 
 def _sentence(text: str) -> str:
     return text.strip().rstrip(".") + "."
 
 
-def _refusal(method: str, path: str, response: httpx.Response) -> str:
-    try:
-        message = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200] or response.reason_phrase
-    return _sentence(f"The service answered {response.status_code} to {method} {path}: {message}")
+def _predict_out(result: Prediction | FailedPrediction) -> PredictOut:
+    if isinstance(result, FailedPrediction):
+        msg = (
+            f"Variant {result.variant!r} could not answer a replayed digit "
+            f"({result.error.code}: {result.error.message})"
+        )
+        raise DemoError(_sentence(msg))
+    return PredictOut(
+        request_id=result.request_id,
+        variant=result.variant,
+        prediction=result.prediction,
+        scores=None if result.scores is None else list(result.scores),
+        propensity=result.propensity,
+        allocation_version=result.allocation_version,
+    )
 
 
 class ServiceClient:
@@ -61,12 +80,14 @@ class ServiceClient:
 
     def __init__(self, base_url: str, settings: Settings, *, timeout_s: float = 60.0) -> None:
         # trust_env off: a proxy from the environment must not see loopback traffic.
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, trust_env=False)
-        self._headers: dict[Role, dict[str, str]] = {
-            "admin": _bearer(settings.admin_token),
-            "serve": _bearer(settings.serve_token or settings.admin_token),
-            "metrics": _bearer(settings.metrics_token or settings.admin_token),
-        }
+        self._client = Client(
+            base_url,
+            admin_token=_secret(settings.admin_token),
+            serve_token=_secret(settings.serve_token),
+            metrics_token=_secret(settings.metrics_token),
+            timeout=timeout_s,
+            trust_env=False,
+        )
 
     def __enter__(self) -> ServiceClient:
         return self
@@ -77,54 +98,33 @@ class ServiceClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._http.close()
+        self._client.close()
 
     @property
     def base_url(self) -> str:
-        return str(self._http.base_url).rstrip("/")
+        return self._client.base_url
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        *,
-        role: Role | None,
-        expect: tuple[int, ...] = (200,),
-        **kwargs: Any,
-    ) -> httpx.Response:
-        headers = self._headers[role] if role is not None else {}
+    def _call(self, what: str, send: Callable[[], T]) -> T:
         try:
-            response = self._http.request(method, path, headers=headers, **kwargs)
-        except httpx.HTTPError as exc:
-            msg = (
-                f"The demo lost its connection to the service at {self.base_url} during "
-                f"{method} {path} ({type(exc).__name__}: {exc})."
-            )
-            raise DemoError(msg) from exc
-        if response.status_code not in expect:
-            raise DemoError(_refusal(method, path, response))
-        return response
-
-    def _parse(self, adapter: TypeAdapter[T], response: httpx.Response, *, key: str = "") -> T:
-        try:
-            if not key:
-                return adapter.validate_json(response.content)
-            return adapter.validate_python(response.json()[key])
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            msg = (
-                f"The service's answer to {response.request.method} {response.request.url.path} "
-                f"does not have the expected shape ({type(exc).__name__})."
-            )
-            raise DemoError(msg) from exc
+            return send()
+        except TransportError as exc:
+            msg = f"The demo lost its connection to the service at {self.base_url} during {what}"
+            raise DemoError(_sentence(f"{msg} ({exc})")) from exc
+        except APIError as exc:
+            msg = f"The service answered {exc.status} to {what}: {exc.message}"
+            raise DemoError(_sentence(msg)) from exc
+        except BanditlakeError as exc:
+            raise DemoError(_sentence(str(exc))) from exc
 
     # -- operations --------------------------------------------------------------------
 
     def check_health(self) -> None:
-        self._send("GET", "/healthz", role=None)
+        # Any answer of the API proves the service is up and the tokens fit.
+        self._call("GET /v1/experiments", self._client.list_experiments)
 
     def lake_pending(self) -> dict[str, float]:
         """Rows each lake writer has accepted and not yet written, from ``/metrics``."""
-        text = self._send("GET", "/metrics", role="metrics").text
+        text = self._call("GET /metrics", self._client.metrics)
         return {m["table"]: float(m["value"]) for m in _QUEUE_DEPTH.finditer(text)}
 
     def wait_for_lake(self, *, timeout_s: float = 30.0) -> None:
@@ -149,77 +149,81 @@ class ServiceClient:
     # -- policy API --------------------------------------------------------------------
 
     def experiment(self, name: str) -> ExperimentOut | None:
-        response = self._send("GET", f"/v1/experiments/{name}", role="admin", expect=(200, 404))
-        if response.status_code == 404:
-            return None
-        return self._parse(_EXPERIMENT, response)
+        def get() -> ExperimentOut | None:
+            try:
+                return self._client.get_experiment(name)
+            except NotFoundError:
+                return None
+
+        return self._call(f"GET /v1/experiments/{name}", get)
 
     def create_experiment(self, body: ExperimentCreate) -> ExperimentOut:
-        response = self._send(
-            "POST",
-            "/v1/experiments",
-            role="admin",
-            expect=(201,),
-            json=body.model_dump(mode="json"),
+        return self._call(
+            "POST /v1/experiments",
+            lambda: self._client.create_experiment(
+                body.name,
+                reward=body.reward,
+                policy=body.policy,
+                description=body.description,
+                sticky=body.sticky,
+                min_weight=body.min_weight,
+                reallocate_every_s=body.reallocate_every_s,
+                guardrails=body.guardrails,
+                stopping=body.stopping,
+            ),
         )
-        return self._parse(_EXPERIMENT, response)
 
-    def set_status(self, name: str, status: str) -> ExperimentOut:
-        response = self._send(
-            "PATCH", f"/v1/experiments/{name}", role="admin", json={"status": status}
+    def set_status(self, name: str, status: ExperimentStatus) -> ExperimentOut:
+        return self._call(
+            f"PATCH /v1/experiments/{name}",
+            lambda: self._client.update_experiment(name, status=status),
         )
-        return self._parse(_EXPERIMENT, response)
 
     def variants(self, name: str) -> list[VariantOut]:
-        response = self._send("GET", f"/v1/experiments/{name}/variants", role="admin")
-        return self._parse(_VARIANTS, response)
+        return self._call(
+            f"GET /v1/experiments/{name}/variants", lambda: self._client.list_variants(name)
+        )
 
     def upload_variant(
         self, name: str, variant: str, model: bytes, *, features: Sequence[str], output: str
     ) -> VariantOut:
-        response = self._send(
-            "POST",
-            f"/v1/experiments/{name}/variants",
-            role="admin",
-            expect=(201,),
-            data={
-                "name": variant,
-                "role": "arm",
-                "features": json.dumps(list(features)),
-                "output": output,
-            },
-            files={"model": (f"{variant}.onnx", model, "application/octet-stream")},
+        return self._call(
+            f"POST /v1/experiments/{name}/variants",
+            lambda: self._client.upload_variant(
+                name, variant, model, role="arm", features=features, output=output
+            ),
         )
-        return self._parse(_VARIANT, response)
 
     def reallocate(self, name: str) -> AllocationOut:
-        response = self._send("POST", f"/v1/experiments/{name}/reallocate", role="admin")
-        return self._parse(_ALLOCATION, response)
+        return self._call(
+            f"POST /v1/experiments/{name}/reallocate", lambda: self._client.reallocate(name)
+        )
 
     def allocations(self, name: str) -> list[AllocationOut]:
         """The allocation history, oldest first (the API lists it newest first)."""
-        response = self._send("GET", f"/v1/experiments/{name}/allocations", role="admin")
-        rows = self._parse(_ALLOCATIONS, response)
+        rows = self._call(
+            f"GET /v1/experiments/{name}/allocations",
+            lambda: self._client.list_allocations(name),
+        )
         return sorted(rows, key=lambda row: row.version)
 
     def report(self, name: str) -> Report:
-        response = self._send("GET", f"/v1/experiments/{name}/report", role="admin")
-        return self._parse(_REPORT, response)
+        return self._call(f"GET /v1/experiments/{name}/report", lambda: self._client.report(name))
 
     # -- serving API -------------------------------------------------------------------
 
     def predict_batch(self, name: str, rows: Sequence[Sequence[float]]) -> list[PredictOut]:
-        body = {"rows": [{"features": list(row)} for row in rows]}
-        response = self._send(
-            "POST", f"/v1/experiments/{name}/predict/batch", role="serve", json=body
+        results = self._call(
+            f"POST /v1/experiments/{name}/predict/batch",
+            lambda: self._client.predict_batch(name, rows),
         )
-        return self._parse(_PREDICTIONS, response, key="results")
+        return [_predict_out(result) for result in results]
 
     def send_labels(self, labels: Sequence[tuple[str, int]]) -> None:
         """Label feedback: the true class of each request, scored against its prediction."""
-        items = [{"request_id": request_id, "label": label} for request_id, label in labels]
+        items = [Feedback(request_id, label=label) for request_id, label in labels]
         for start in range(0, len(items), _FEEDBACK_CHUNK):
-            chunk = items[start : start + _FEEDBACK_CHUNK]
-            self._send(
-                "POST", "/v1/feedback/batch", role="serve", expect=(202,), json={"items": chunk}
-            )
+            self._send_feedback(items[start : start + _FEEDBACK_CHUNK])
+
+    def _send_feedback(self, chunk: Sequence[Feedback]) -> None:
+        self._call("POST /v1/feedback/batch", lambda: self._client.feedback_batch(chunk))
