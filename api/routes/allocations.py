@@ -9,7 +9,8 @@ from api.deps import AdminDep, SessionDep
 from api.errors import ConflictError, NotFoundError
 from api.reallocation import Reallocator
 from api.report import Report, build_report
-from api.routes._responses import ADMIN_ERRORS, error_responses
+from api.routes import _examples as ex
+from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import AllocationOut, AllocationPut, PromoteBody
 from api.store.models import AllocationRow
 
@@ -31,8 +32,11 @@ def _out(row: AllocationRow) -> AllocationOut:
     )
 
 
-@router.get("/allocation")
+@router.get("/allocation", summary="Get the current allocation", responses=ok(ex.ALLOCATION))
 def get_allocation(name: str, session: SessionDep, _: AdminDep) -> AllocationOut:
+    """The allocation in force: its version, the weight of each arm, when and why it was
+    made, by whom, and the statistics the policy used. An experiment that never ran has
+    none (404 `no_allocation`)."""
     experiment = experiments.get_experiment(session, name)
     row = allocations.current_allocation(session, experiment)
     if row is None:
@@ -41,10 +45,17 @@ def get_allocation(name: str, session: SessionDep, _: AdminDep) -> AllocationOut
     return _out(row)
 
 
-@router.put("/allocation", responses=error_responses(400, 409, 413))
+@router.put(
+    "/allocation",
+    summary="Set the weights by hand",
+    responses=ok(ex.ALLOCATION) | error_responses(400, 409, 413),
+    openapi_extra=body_example(ex.PUT_ALLOCATION),
+)
 def put_allocation(
     name: str, body: AllocationPut, session: SessionDep, actor: AdminDep
 ) -> AllocationOut:
+    """Write a new allocation version with these weights: one per active arm, each ≥ 0,
+    summing to 1. The policy takes over again at the next reallocation."""
     experiment = experiments.get_experiment(session, name)
     if experiment.status == "stopped":
         msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
@@ -57,19 +68,30 @@ def put_allocation(
     return _out(row)
 
 
-@router.get("/allocations")
+@router.get(
+    "/allocations", summary="Allocation history", responses=ok([ex.REALLOCATED, ex.ALLOCATION])
+)
 def allocation_history(
     name: str,
     session: SessionDep,
     _: AdminDep,
     limit: int = Query(default=1000, ge=1, le=10_000),
 ) -> list[AllocationOut]:
+    """Every allocation version, newest first (at most `limit`), with its reason, author
+    and the statistics the policy used."""
     experiment = experiments.get_experiment(session, name)
     return [_out(row) for row in allocations.history(session, experiment, limit=limit)]
 
 
-@router.post("/promote", responses=error_responses(400, 409, 413))
+@router.post(
+    "/promote",
+    summary="Send all traffic to one variant",
+    responses=ok(ex.PROMOTED) | error_responses(400, 409, 413),
+    openapi_extra=body_example(ex.PROMOTE),
+)
 def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    """Write a new allocation version that gives the variant, an active arm, all the
+    traffic. Roll back to undo it."""
     experiment = experiments.get_experiment(session, name)
     arms = allocations.active_arms(experiment)
     if body.variant not in arms:
@@ -86,8 +108,15 @@ def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) 
     return _out(row)
 
 
-@router.post("/rollback", responses=error_responses(409))
+@router.post(
+    "/rollback",
+    summary="Return to the previous allocation",
+    responses=ok(ex.ROLLED_BACK) | error_responses(409),
+)
 def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    """Write a new allocation version with the weights of the one before the current
+    version. Refused (409) when there is no earlier version or it gives traffic to an arm
+    that is no longer active."""
     experiment = experiments.get_experiment(session, name)
     if experiment.status == "stopped":
         msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
@@ -117,8 +146,16 @@ def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
     return _out(row)
 
 
-@router.post("/reallocate", responses=error_responses(409))
+@router.post(
+    "/reallocate",
+    summary="Run the policy now",
+    responses=ok(ex.REALLOCATED) | error_responses(409),
+)
 def reallocate(name: str, request: Request, session: SessionDep, actor: AdminDep) -> AllocationOut:
+    """Fold the lake files added since the last run into the arms' statistics, apply the
+    guardrails, run the experiment's policy and write the next allocation version with
+    its reason and statistics, without waiting for the experiment's
+    `reallocate_every_s` interval (the background loop does the same on that schedule)."""
     experiment = experiments.get_experiment(session, name)
     reallocator: Reallocator = request.app.state.reallocator
     row = reallocator.reallocate(session, experiment, author=actor)
@@ -126,7 +163,11 @@ def reallocate(name: str, request: Request, session: SessionDep, actor: AdminDep
     return _out(row)
 
 
-@router.get("/report")
+@router.get("/report", summary="Experiment report", responses=ok(ex.REPORT))
 def report(name: str, request: Request, session: SessionDep, _: AdminDep) -> Report:
+    """Per variant: requests, rewarded requests, reward mean with its interval, the
+    inverse-propensity-weighted mean, P(best), expected loss, the test against the control
+    (the first arm), latency p50/p99 and error rate; the sample-ratio test; and a verdict
+    in one sentence."""
     experiment = experiments.get_experiment(session, name)
     return build_report(session, experiment, request.app.state.lake_stats)

@@ -20,7 +20,8 @@ from api import dashboard, experiments
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import NotFoundError
 from api.report import Report, build_report
-from api.routes._responses import ADMIN_ERRORS, error_responses
+from api.routes import _examples as ex
+from api.routes._responses import ADMIN_ERRORS, error_responses, ok
 from lake.reader import Lake, open_lake
 
 router = APIRouter(tags=["dashboard"], responses=ADMIN_ERRORS)
@@ -60,28 +61,49 @@ async def asset(path: str) -> FileResponse:
     return FileResponse(found, headers=_NO_CACHE)
 
 
-@router.get("/dashboard/api/experiments")
+@router.get(
+    "/dashboard/api/experiments",
+    summary="Dashboard: experiment list",
+    responses=ok(ex.DASHBOARD_EXPERIMENTS),
+)
 def experiment_list(
     request: Request, _: AdminDep, session: SessionDep
 ) -> list[dashboard.ExperimentSummary]:
+    """One line per experiment for the dashboard's list: status, reward, policy, variants,
+    requests so far and the report's verdict."""
     return dashboard.summaries(session, request.app.state.lake_stats)
 
 
-@router.get("/dashboard/api/experiments/{name}/report", responses=error_responses(404, 422))
+@router.get(
+    "/dashboard/api/experiments/{name}/report",
+    summary="Dashboard: experiment report",
+    responses=ok(ex.REPORT) | error_responses(404, 422),
+)
 def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Report:
+    """The experiment's report, as `GET /v1/experiments/{name}/report` gives it."""
     experiment = experiments.get_experiment(session, name)
     return build_report(session, experiment, request.app.state.lake_stats)
 
 
-@router.get("/dashboard/api/experiments/{name}/allocations", responses=error_responses(404, 422))
+@router.get(
+    "/dashboard/api/experiments/{name}/allocations",
+    summary="Dashboard: allocation over time",
+    responses=ok(ex.DASHBOARD_ALLOCATIONS) | error_responses(404, 422),
+)
 def allocation_history(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep
 ) -> dashboard.AllocationHistory:
+    """Every allocation version as a step of the allocation chart: its weights, reason,
+    author and, where the policy computed it, P(best) per arm."""
     experiment = experiments.get_experiment(session, name)
     return dashboard.allocation_history(session, lake, experiment)
 
 
-@router.get("/dashboard/api/experiments/{name}/timeseries", responses=error_responses(404, 422))
+@router.get(
+    "/dashboard/api/experiments/{name}/timeseries",
+    summary="Dashboard: time series",
+    responses=ok(ex.DASHBOARD_TIMESERIES) | error_responses(404, 422),
+)
 def time_series(
     name: str,
     _: AdminDep,
@@ -91,6 +113,8 @@ def time_series(
     hours: Hours = 24,
     buckets: Buckets = 48,
 ) -> dashboard.TimeSeries:
+    """Per variant and time bucket over the last `hours`: requests, errors and error rate,
+    rewarded requests, reward mean with its interval, latency p50 and p99."""
     experiment = experiments.get_experiment(session, name)
     return dashboard.time_series(
         lake,
@@ -101,9 +125,15 @@ def time_series(
     )
 
 
-@router.get("/dashboard/api/experiments/{name}/drift", responses=error_responses(404, 422))
+@router.get(
+    "/dashboard/api/experiments/{name}/drift",
+    summary="Dashboard: feature drift",
+    responses=ok(ex.DASHBOARD_DRIFT) | error_responses(404, 422),
+)
 def drift(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep, hours: Hours = 24
 ) -> dashboard.DriftOut:
+    """Per feature: the population stability index of the requests in the last window of
+    the last `hours` against the first window, flagged above the threshold."""
     experiment = experiments.get_experiment(session, name)
     return dashboard.drift(lake, experiment, hours=hours)

@@ -6,35 +6,63 @@ from fastapi import APIRouter, status
 
 from api import experiments
 from api.deps import AdminDep, SessionDep
-from api.routes._responses import ADMIN_ERRORS, error_responses
+from api.routes import _examples as ex
+from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import ExperimentCreate, ExperimentOut, ExperimentPatch
 
 router = APIRouter(prefix="/v1/experiments", tags=["experiments"], responses=ADMIN_ERRORS)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 409, 413, 422))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an experiment",
+    responses=ok(ex.EXPERIMENT_CREATED, status=201) | error_responses(400, 409, 413, 422),
+    openapi_extra=body_example(ex.CREATE_EXPERIMENT),
+)
 def create_experiment(
     body: ExperimentCreate, session: SessionDep, actor: AdminDep
 ) -> ExperimentOut:
+    """Create an experiment in status `draft`: its reward (`binary`, `continuous`, or
+    `label` with a metric), its policy (`thompson`, `epsilon_greedy`, `ucb1`, `fixed`,
+    `canary` and their parameters), the traffic floor `min_weight` every arm keeps, how
+    often it reallocates, its guardrails and its stopping rule. Upload variants next, then
+    set its status to `running`."""
     experiment = experiments.create_experiment(session, body, actor=actor)
     session.commit()
     return experiments.to_out(session, experiment)
 
 
-@router.get("")
+@router.get("", summary="List experiments", responses=ok([ex.EXPERIMENT]))
 def list_experiments(session: SessionDep, _: AdminDep) -> list[ExperimentOut]:
+    """Every experiment with its configuration, variants and current allocation version."""
     return [experiments.to_out(session, e) for e in experiments.list_experiments(session)]
 
 
-@router.get("/{name}", responses=error_responses(404, 422))
+@router.get(
+    "/{name}",
+    summary="Get one experiment",
+    responses=ok(ex.EXPERIMENT) | error_responses(404, 422),
+)
 def get_experiment(name: str, session: SessionDep, _: AdminDep) -> ExperimentOut:
+    """One experiment: its status, reward, policy, floor, guardrails, stopping rule,
+    variants and current allocation version."""
     return experiments.to_out(session, experiments.get_experiment(session, name))
 
 
-@router.patch("/{name}", responses=error_responses(400, 404, 409, 413, 422))
+@router.patch(
+    "/{name}",
+    summary="Change an experiment or its status",
+    responses=ok(ex.EXPERIMENT) | error_responses(400, 404, 409, 413, 422),
+    openapi_extra=body_example(ex.PATCH_EXPERIMENT),
+)
 def patch_experiment(
     name: str, body: ExperimentPatch, session: SessionDep, actor: AdminDep
 ) -> ExperimentOut:
+    """Change the description, policy, guardrails, stopping rule, floor or reallocation
+    interval, or move the status along `draft → running ⇄ paused → stopped` (another
+    transition is a 409). An experiment that starts running without an allocation gets
+    equal weights over its active arms (version 1); a stopped one can no longer change."""
     experiment = experiments.get_experiment(session, name)
     experiments.patch_experiment(session, experiment, body, actor=actor)
     session.commit()

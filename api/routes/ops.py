@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import MetricsDep
 from api.health import Health, Probe, check_health
+from api.routes import _examples as ex
+from api.routes._responses import error_responses, ok
 
 router = APIRouter(tags=["operations"])
 
@@ -26,21 +28,48 @@ def _health(request: Request) -> Health:
     )
 
 
-@router.get("/healthz")
+@router.get("/healthz", summary="Liveness probe", responses=ok(ex.ALIVE))
 async def healthz() -> dict[str, str]:
+    """Answers while the process runs; needs no token and says nothing else."""
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
     response_model=Probe,
-    responses={503: {"model": Probe, "description": "Not ready: the replica cannot serve yet."}},
+    summary="Readiness probe",
+    responses=ok(ex.READY)
+    | {
+        503: {
+            "model": Probe,
+            "description": "Not ready: the replica cannot serve yet.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "ready": False,
+                        "checks": {"store": "failing", "lake": "ok", "models": "ok"},
+                        "degraded": ["store"],
+                    }
+                }
+            },
+        }
+    },
 )
 def readyz(request: Request) -> JSONResponse:
+    """Whether this replica can serve predictions, with one word per part (`store`,
+    `lake`, `models`: `ok`, `failing` or `unavailable`); 503 while it cannot. Needs no
+    token and names no path, host or error."""
     probe = _health(request).probe()
     return JSONResponse(probe.model_dump(mode="json"), status_code=200 if probe.ready else 503)
 
 
-@router.get("/v1/health")
+@router.get(
+    "/v1/health",
+    summary="Detailed health",
+    responses=ok(ex.HEALTH) | error_responses(401, 403),
+)
 def health(request: Request, _: MetricsDep) -> Health:
+    """The probe's answer plus the details an operator needs: the store's error, each lake
+    table's state, each model's execution provider or load failure. Needs the metrics or
+    the admin token."""
     return _health(request)

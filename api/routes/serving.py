@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from api.auth import authorize
 from api.errors import InvalidRequestError
-from api.routes._responses import error_responses
+from api.routes import _examples as ex
+from api.routes._responses import error_responses, example, ok
 from api.schemas import BatchFeedbackBody, BatchPredictBody, FeedbackBody, PredictBody, PredictOut
 from api.serving.service import ServingService
 
@@ -60,12 +61,17 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def _doc(model: type[BaseModel], *, path_name: bool = False) -> dict[str, Any]:
+def _doc(model: type[BaseModel], sample: Any, *, path_name: bool = False) -> dict[str, Any]:
     # Declared here rather than as typed parameters so FastAPI does no per-request
     # parameter solving on the hot path; the OpenAPI document stays complete. A schema's
     # ``$defs`` would not resolve from the document's root, so they are inlined.
     raw = model.model_json_schema()
-    schema = {"application/json": {"schema": _inline(raw, raw.get("$defs", {}))}}
+    schema = {
+        "application/json": {
+            "schema": _inline(raw, raw.get("$defs", {})),
+            "example": example(sample),
+        }
+    }
     doc: dict[str, Any] = {"requestBody": {"required": True, "content": schema}}
     if path_name:
         doc["parameters"] = [_NAME_PARAM]
@@ -85,10 +91,16 @@ async def _prepare(request: Request, model: type[Body]) -> tuple[ServingService,
 @router.post(
     "/v1/experiments/{name}/predict",
     response_model=PredictOut,
-    responses=error_responses(404, 409),
-    openapi_extra=_doc(PredictBody, path_name=True),
+    summary="Predict with the variant the allocation picks",
+    responses=ok(ex.PREDICTION) | error_responses(404, 409),
+    openapi_extra=_doc(PredictBody, ex.PREDICT, path_name=True),
 )
 async def predict(request: Request) -> Response:
+    """Pick an arm by the current allocation (sticky experiments hash `unit_id`), run its
+    model on `features` (a list in the variants' feature order, or an object by name) and
+    log the request to the lake. Keep `request_id` to send feedback. `prediction` and
+    `scores` follow the model contract (see the variant upload); `propensity` is the
+    probability this arm had of being picked."""
     name: str = request.path_params["name"]
     service, body = await _prepare(request, PredictBody)
     return Response(
@@ -99,18 +111,44 @@ async def predict(request: Request) -> Response:
 
 @router.post(
     "/v1/experiments/{name}/predict/batch",
-    responses=error_responses(404, 409),
-    openapi_extra=_doc(BatchPredictBody, path_name=True),
+    summary="Predict for several rows",
+    responses=ok(ex.BATCH_PREDICTIONS) | error_responses(404, 409),
+    openapi_extra=_doc(BatchPredictBody, ex.PREDICT_BATCH, path_name=True),
 )
 async def predict_batch(request: Request) -> JSONResponse:
+    """Each row is a predict request of its own (its own arm, request id and lake row);
+    the results come back in the same order. At most `BANDITLAKE_MAX_PREDICT_BATCH_ROWS`
+    rows (422 `batch_too_large`)."""
     name: str = request.path_params["name"]
     service, body = await _prepare(request, BatchPredictBody)
     rows = [(row.features, row.unit_id) for row in body.rows]
     return JSONResponse({"results": await service.predict_batch(name, rows)})
 
 
-@router.post("/v1/feedback", status_code=status.HTTP_202_ACCEPTED, openapi_extra=_doc(FeedbackBody))
+@router.post(
+    "/v1/feedback",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send the reward of a prediction",
+    responses={
+        202: {
+            "description": "Stored, or recognised as a repeat and ignored.",
+            "content": {
+                "application/json": {
+                    "examples": {
+                        "accepted": {"value": example(ex.FEEDBACK_ACCEPTED)},
+                        "duplicate": {"value": example(ex.FEEDBACK_DUPLICATE)},
+                    }
+                }
+            },
+        }
+    },
+    openapi_extra=_doc(FeedbackBody, ex.FEEDBACK),
+)
 async def feedback(request: Request) -> JSONResponse:
+    """The outcome of one predict, by its `request_id`: `reward` (a number; 0 or 1 for a
+    binary reward) or `label` (for a label reward, scored against the prediction). The
+    first feedback for a request id counts; a repeat is answered `duplicate: true` and
+    not stored. An id this deployment did not issue is refused (422)."""
     service, body = await _prepare(request, FeedbackBody)
     result = service.feedback([(body.request_id, body.reward, body.label)])
     return JSONResponse(
@@ -121,9 +159,13 @@ async def feedback(request: Request) -> JSONResponse:
 @router.post(
     "/v1/feedback/batch",
     status_code=status.HTTP_202_ACCEPTED,
-    openapi_extra=_doc(BatchFeedbackBody),
+    summary="Send several rewards",
+    responses=ok(ex.FEEDBACK_BATCH_ACCEPTED, status=202),
+    openapi_extra=_doc(BatchFeedbackBody, ex.FEEDBACK_BATCH),
 )
 async def feedback_batch(request: Request) -> JSONResponse:
+    """Feedback items as `POST /v1/feedback` takes them, all or nothing: one bad item
+    refuses the batch. The answer counts the accepted items and the repeats."""
     service, body = await _prepare(request, BatchFeedbackBody)
     limit = service.settings.max_predict_batch_rows
     if not body.items:

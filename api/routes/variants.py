@@ -7,15 +7,17 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
 from api import experiments, variants
 from api.deps import AdminDep, PoolDep, SessionDep, SettingsDep
 from api.errors import InvalidRequestError, PayloadTooLargeError
+from api.model_contract import MODEL_CONTRACT
 from api.onnx_spec import inspect_model
-from api.routes._responses import ADMIN_ERRORS, error_responses
+from api.routes import _examples as ex
+from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import VariantOut, VariantPatch
 
 router = APIRouter(
@@ -25,6 +27,41 @@ router = APIRouter(
 )
 
 _CHUNK = 1 << 20
+
+UPLOAD_DESCRIPTION: Final = (
+    "Upload an ONNX model as a new arm (it gets traffic by the allocation) or shadow (it "
+    "sees a copy of every request, its answers are logged but never returned). The "
+    "answer names the input shape and the execution provider actually in use. Adding an "
+    "arm to a running experiment creates a new allocation version that keeps the other "
+    "arms' relative weights.\n\n## Model contract\n\n" + MODEL_CONTRACT
+)
+_UPLOAD_ERRORS: Final = {
+    422: {
+        "invalid_model_output": {
+            "error": {
+                "code": "invalid_model_output",
+                "message": (
+                    "The model's output 'output_probability' is a sequence, not a tensor "
+                    "(scikit-learn classifiers exported by skl2onnx wrap probabilities in a "
+                    "ZipMap); export with zipmap=False (options={id(model): {'zipmap': "
+                    "False}}) or choose a tensor output with the output field: "
+                    "['output_label']."
+                ),
+                "details": None,
+            }
+        },
+        "feature_count_mismatch": {
+            "error": {
+                "code": "feature_count_mismatch",
+                "message": (
+                    "The feature list names 2 features but the model's input takes 3; give "
+                    "exactly one name per input column."
+                ),
+                "details": None,
+            }
+        },
+    }
+}
 
 
 def _spool(upload: UploadFile, limit: int, directory: Path) -> tuple[Path, str]:
@@ -67,18 +104,35 @@ def _parse_features(raw: str | None) -> list[str] | None:
     return value
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(400, 409, 413))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a model as a variant",
+    description=UPLOAD_DESCRIPTION,
+    responses=ok(ex.VARIANT, status=201)
+    | error_responses(400, 409, 413, 422, examples=_UPLOAD_ERRORS),
+    openapi_extra=body_example(ex.UPLOAD_VARIANT, media_type="multipart/form-data"),
+)
 def upload_variant(
     name: str,
     session: SessionDep,
     pool: PoolDep,
     settings: SettingsDep,
     actor: AdminDep,
-    variant_name: Annotated[str, Form(alias="name")],
-    model: Annotated[UploadFile, File()],
-    role: Annotated[str, Form()] = "arm",
-    features: Annotated[str | None, Form()] = None,
-    output: Annotated[str | None, Form()] = None,
+    variant_name: Annotated[
+        str, Form(alias="name", description="The variant's name, unique in the experiment.")
+    ],
+    model: Annotated[UploadFile, File(description="The ONNX file (see the model contract).")],
+    role: Annotated[
+        str, Form(description="`arm` (gets traffic) or `shadow` (sees copies only).")
+    ] = "arm",
+    features: Annotated[
+        str | None,
+        Form(description="JSON list of the input's feature names, in column order."),
+    ] = None,
+    output: Annotated[
+        str | None, Form(description="The output to read; default: the model's first output.")
+    ] = None,
 ) -> VariantOut:
     experiment = experiments.get_experiment(session, name)
     variants.check_name(variant_name)
@@ -100,21 +154,30 @@ def upload_variant(
     return variants.to_out(pool, experiment, variant)
 
 
-@router.get("")
+@router.get("", summary="List an experiment's variants", responses=ok([ex.VARIANT]))
 def list_variants(name: str, session: SessionDep, pool: PoolDep, _: AdminDep) -> list[VariantOut]:
+    """Every variant of the experiment, arms and shadows, with its status, model checksum,
+    features, output and execution provider; a failed model says why in `status_reason`."""
     experiment = experiments.get_experiment(session, name)
     return [variants.to_out(pool, experiment, v) for v in experiment.variants]
 
 
-@router.get("/{variant}")
+@router.get("/{variant}", summary="Get one variant", responses=ok(ex.VARIANT))
 def get_variant(
     name: str, variant: str, session: SessionDep, pool: PoolDep, _: AdminDep
 ) -> VariantOut:
+    """One variant: its role, status, model checksum, input shape, features, output and
+    the execution provider its model runs on."""
     experiment = experiments.get_experiment(session, name)
     return variants.to_out(pool, experiment, variants.get_variant(experiment, variant))
 
 
-@router.patch("/{variant}", responses=error_responses(400, 409, 413))
+@router.patch(
+    "/{variant}",
+    summary="Enable or disable a variant",
+    responses=ok(ex.VARIANT_DISABLED) | error_responses(400, 409, 413),
+    openapi_extra=body_example(ex.PATCH_VARIANT),
+)
 def patch_variant(
     name: str,
     variant: str,
@@ -124,6 +187,9 @@ def patch_variant(
     settings: SettingsDep,
     actor: AdminDep,
 ) -> VariantOut:
+    """Send `{"enabled": false}` (or `{"status": "disabled"}`) to take a variant out of
+    traffic, `true` / `"active"` to bring it back. Disabling an arm creates a new
+    allocation version that keeps the other arms' relative weights."""
     experiment = experiments.get_experiment(session, name)
     row = variants.get_variant(experiment, variant)
     variants.set_active(
