@@ -127,14 +127,19 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     import json
 
-    from bandit.config import policy_from_dict
+    from bandit.config import default_min_weight, policy_from_dict
     from bandit.errors import BanditError
-    from bandit.simulate import simulate
+    from bandit.simulate import arm_names, simulate
 
-    params: dict[str, object] = {"min_weight": args.min_weight}
+    min_weight = default_min_weight(args.policy) if args.min_weight is None else args.min_weight
+    params: dict[str, object] = {"min_weight": min_weight}
     if args.policy == "epsilon_greedy":
         params["epsilon"] = args.epsilon
     if args.policy == "fixed":
@@ -152,19 +157,29 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         )
     except BanditError as exc:
         raise CliError(str(exc).rstrip(".") + ".") from exc
+    # One summary feeds both outputs, so the JSON holds everything the text shows.
+    statistics = {"mean": result.mean, "p5": result.p5, "p50": result.p50, "p95": result.p95}
+    regret = {k: _significant(v) for k, v in statistics.items()}
+    names = arm_names(len(result.arms))
+    shares = result.pulls.mean(axis=0) / result.horizon
+    share = {name: _significant(float(s)) for name, s in zip(names, shares, strict=True)}
     if args.json:
-        print(json.dumps(result.to_dict()))  # noqa: T201
+        body = {
+            **result.to_dict(),
+            "arms": [_significant(mu) for mu in result.arms],
+            "regret": regret,
+            "reward": args.reward,
+            "min_weight": min_weight,
+            "share": share,
+        }
+        print(json.dumps(body))  # noqa: T201
         return
-    regret = result.to_dict()["regret"]
     lines = [
         f"policy {result.policy} on {args.reward} arms {list(result.arms)}: horizon "
-        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} seeds",
-        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),  # type: ignore[attr-defined]
-        "mean share per arm  "
-        + "  ".join(
-            f"arm{i} {share:.3f}"
-            for i, share in enumerate(result.pulls.mean(axis=0) / result.horizon)
-        ),
+        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} "
+        f"seeds, floor {min_weight:g} per arm",
+        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),
+        "mean share per arm  " + "  ".join(f"{k} {v:.3f}" for k, v in share.items()),
     ]
     print("\n".join(lines))  # noqa: T201
 
@@ -210,7 +225,12 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seeds", type=int, default=20)
     sim.add_argument("--reward", default="bernoulli", choices=["bernoulli", "gaussian"])
     sim.add_argument("--sigma", type=float, default=1.0, help="noise of gaussian arms")
-    sim.add_argument("--min-weight", type=float, default=0.0)
+    sim.add_argument(
+        "--min-weight",
+        type=float,
+        default=None,
+        help="floor on every arm's weight (default as the API: 0.02, or 0 for fixed)",
+    )
     sim.add_argument("--epsilon", type=float, default=0.1)
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(func=cmd_simulate)

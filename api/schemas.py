@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bandit.config import DEFAULT_MIN_WEIGHT, default_min_weight
+
 __all__ = [
     "AllocationOut",
     "AllocationPut",
@@ -99,10 +101,35 @@ class ExperimentCreate(_Strict):
     reward: RewardSpec
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec(kind="thompson"))
     sticky: bool = False
-    min_weight: float = Field(default=0.0, ge=0, lt=1)
-    reallocate_every_s: int = Field(default=60, ge=1, le=86_400)
+    min_weight: float = Field(
+        default=DEFAULT_MIN_WEIGHT,
+        ge=0,
+        lt=1,
+        description=(
+            "Floor on every active arm's share of traffic, so a losing arm keeps collecting "
+            "evidence. Default 0.02 for thompson, epsilon_greedy and ucb1; 0 for fixed and "
+            "canary, whose shares are the operator's. Capped at 1/K for K active arms (at "
+            "1/K the split is even); the floor takes K x min_weight of traffic, so lower it "
+            "for many arms."
+        ),
+    )
+    reallocate_every_s: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description=(
+            "Seconds between the reallocation loop's runs of the policy on the lake; "
+            "POST /v1/experiments/{name}/reallocate runs it at once."
+        ),
+    )
     guardrails: Guardrails = Field(default_factory=Guardrails)
     stopping: Stopping = Field(default_factory=Stopping)
+
+    @model_validator(mode="after")
+    def _policy_floor(self) -> ExperimentCreate:
+        if "min_weight" not in self.model_fields_set:
+            self.min_weight = default_min_weight(self.policy.kind)
+        return self
 
 
 class ExperimentPatch(_Strict):
@@ -110,7 +137,12 @@ class ExperimentPatch(_Strict):
     policy: PolicySpec | None = None
     guardrails: Guardrails | None = None
     stopping: Stopping | None = None
-    min_weight: float | None = Field(default=None, ge=0, lt=1)
+    min_weight: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="Floor on every active arm's share, capped at 1/K (see the create body).",
+    )
     reallocate_every_s: int | None = Field(default=None, ge=1, le=86_400)
     status: ExperimentStatus | None = None
 

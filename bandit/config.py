@@ -25,6 +25,7 @@ from typing import ClassVar
 from bandit.errors import InvalidPolicyError
 
 __all__ = [
+    "DEFAULT_MIN_WEIGHT",
     "CanaryConfig",
     "EpsilonGreedyConfig",
     "FixedConfig",
@@ -32,9 +33,13 @@ __all__ = [
     "PolicyOptions",
     "ThompsonConfig",
     "Ucb1Config",
+    "default_min_weight",
     "policy_from_dict",
     "policy_to_dict",
 ]
+
+DEFAULT_MIN_WEIGHT = 0.02
+"""The floor of an adaptive experiment that names none (see :func:`default_min_weight`)."""
 
 
 def _require(condition: bool, message: str) -> None:
@@ -284,6 +289,21 @@ _PARSERS: Mapping[str, Callable[[str, str, object], object]] = {
     "max_error_rate": _optional_number,
     "max_p99_latency_ms": _optional_number,
 }
+
+
+def default_min_weight(kind: str) -> float:
+    """The floor an experiment gets when it names none.
+
+    An adaptive policy (``thompson``, ``epsilon_greedy``, ``ucb1``) gets 0.02, as the
+    demo uses: with no floor, one unlucky early batch can send an arm to weight 0 (UCB1
+    does by design), after which it collects no more evidence and can never come back.
+    With the floor every arm keeps at least 2% of traffic; the price is regret on a
+    stationary problem (``banditlake simulate --arms 0.05,0.06,0.07 --seeds 20``: mean
+    pseudo-regret 117 over 100,000 requests against 76 without a floor, 191 with 0.05).
+    ``fixed`` and ``canary`` get 0: their shares are the operator's, and a floor would
+    change them (a canary's first stage is often 1%).
+    """
+    return 0.0 if kind in (FixedConfig.kind, CanaryConfig.kind) else DEFAULT_MIN_WEIGHT
 
 
 def policy_from_dict(kind: str, params: Mapping[str, object]) -> PolicyConfig:

@@ -37,8 +37,14 @@ def test_simulate_json_shape_and_uniform_regret() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
-    assert set(body) == {"policy", "arms", "horizon", "batch", "seeds", "regret"}
+    # The documented keys (shared/API.md), then the rest of what the text output shows.
+    assert set(body) == {"policy", "arms", "horizon", "batch", "seeds", "regret"} | {
+        "reward",
+        "min_weight",
+        "share",
+    }
     assert set(body["regret"]) == {"mean", "p5", "p50", "p95"}
+    assert (body["reward"], body["min_weight"]) == ("bernoulli", 0.0)
     assert (body["policy"], body["horizon"], body["batch"], body["seeds"]) == (
         "fixed",
         20000,
@@ -49,6 +55,31 @@ def test_simulate_json_shape_and_uniform_regret() -> None:
     # with a standard deviation of about 1.2 per seed.
     assert body["regret"]["mean"] == pytest.approx(200.0, abs=3.0)
     assert body["regret"]["p5"] <= body["regret"]["p50"] <= body["regret"]["p95"]
+
+
+def test_simulate_json_holds_every_number_of_the_text_rounded() -> None:
+    args = ("simulate", "--arms", "0.05,0.1,0.123456", "--horizon", "5000", "--seeds", "3")
+    text = _run(*args)
+    as_json = _run(*args, "--json")
+    assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
+    body = json.loads(as_json.stdout)
+    lines = text.stdout.splitlines()
+    assert "floor 0.02 per arm" in lines[0] and body["min_weight"] == 0.02
+    assert body["arms"] == [0.05, 0.1, 0.1235]
+    regret = dict(zip(lines[1].split()[1::2], map(float, lines[1].split()[2::2]), strict=True))
+    share = dict(zip(lines[2].split()[4::2], map(float, lines[2].split()[5::2]), strict=True))
+    assert set(regret) == set(body["regret"]) and set(share) == set(body["share"]) == {
+        "arm0",
+        "arm1",
+        "arm2",
+    }
+    for key, value in regret.items():
+        assert body["regret"][key] == pytest.approx(value, abs=0.05)
+    for key, value in share.items():
+        assert body["share"][key] == pytest.approx(value, abs=5e-4)
+    assert sum(body["share"].values()) == pytest.approx(1.0, abs=1e-3)
+    numbers = [*body["arms"], *body["regret"].values(), *body["share"].values()]
+    assert all(float(f"{v:.4g}") == v for v in numbers), numbers
 
 
 def test_thompson_beats_uniform_in_the_simulator() -> None:

@@ -6,6 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.api.helpers import create_experiment, error_code, start, upload
+from tests.api.serving_support import flush
+from tests.onnx_models import linear_model
 
 
 def test_create_list_get(client: TestClient) -> None:
@@ -168,3 +170,45 @@ def test_patch_to_a_canary_needs_active_arms(
     assert client.get("/v1/experiments/c").json()["policy"] == {"kind": "thompson"}
     ok = {"kind": "canary", "candidate": "b", "control": "a"}
     assert client.patch("/v1/experiments/c", json={"policy": ok}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("policy", "floor"),
+    [
+        ({"kind": "thompson"}, 0.02),
+        ({"kind": "ucb1"}, 0.02),
+        ({"kind": "epsilon_greedy", "epsilon": 0.1}, 0.02),
+        ({"kind": "fixed", "weights": {"a": 0.5, "b": 0.5}}, 0.0),
+        ({"kind": "canary", "candidate": "b", "control": "a"}, 0.0),
+    ],
+    ids=lambda value: value["kind"] if isinstance(value, dict) else str(value),
+)
+def test_default_floor_depends_on_the_policy(
+    client: TestClient, policy: dict[str, object], floor: float
+) -> None:
+    created = create_experiment(client, "f", policy=policy)
+    assert created["min_weight"] == floor
+    # An explicit value, 0 included, is kept whatever the policy.
+    explicit = create_experiment(client, "g", policy=policy, min_weight=0.0)
+    assert explicit["min_weight"] == 0.0
+
+
+def test_a_losing_arm_keeps_the_default_floor(client: TestClient) -> None:
+    create_experiment(client, "lose")
+    upload(client, "lose", "a", linear_model([1.0, 0.0, 0.0]))
+    upload(client, "lose", "b", linear_model([0.0, 1.0, 0.0]))
+    start(client, "lose")
+    rows = [{"features": [1.0, 2.0, 3.0]}] * 300
+    results = client.post("/v1/experiments/lose/predict/batch", json={"rows": rows}).json()
+    items = [
+        {"request_id": r["request_id"], "reward": 1.0 if r["variant"] == "b" else 0.0}
+        for r in results["results"]
+    ]
+    assert client.post("/v1/feedback/batch", json={"items": items}).status_code == 202
+    flush(client)
+    response = client.post("/v1/experiments/lose/reallocate")
+    assert response.status_code == 200, response.text
+    weights = response.json()["weights"]
+    # Without a floor Thompson sampling gives 'a' (never rewarded against always) about 0.
+    assert weights["a"] == pytest.approx(0.02, abs=1e-3)
+    assert "Every arm keeps at least 0.02 of traffic" in response.json()["reason"]
