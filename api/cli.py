@@ -193,6 +193,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from exc
 
 
+def cmd_example_model(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from api.example_model import OUTPUT, ExampleModelError, build_example_model
+
+    features = [name.strip() for name in args.features.split(",")]
+    try:
+        model = build_example_model(features, kind=args.kind, seed=args.seed)
+    except ExampleModelError as exc:
+        raise CliError(str(exc)) from exc
+    out = Path(args.out)
+    try:
+        out.write_bytes(model.onnx)
+    except OSError as exc:
+        msg = f"Cannot write the model to {str(out)!r}: {exc.strerror or exc}."
+        raise CliError(msg) from exc
+    print(  # noqa: T201
+        f"wrote {out}: {model.description} on {model.rows} synthetic rows "
+        f"(held-out accuracy {model.accuracy:.3f}); input X [N, {len(model.features)}] = "
+        f"{','.join(model.features)}, first output {OUTPUT!r} [N, 1] = P(label 1)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
@@ -241,6 +264,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000, help="port of the service to show")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
+    example = sub.add_parser(
+        "example-model",
+        help="train a small classifier on synthetic data and write it as ONNX",
+    )
+    example.add_argument(
+        "--features", required=True, help="comma-separated input names, e.g. age,tenure,spend"
+    )
+    example.add_argument("--out", required=True, help="the .onnx file to write")
+    example.add_argument(
+        "--kind",
+        default="gbm",
+        choices=["gbm", "logistic"],
+        help="gradient-boosted trees or a logistic regression (default gbm)",
+    )
+    example.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and the model (default 0)"
+    )
+    example.set_defaults(func=cmd_example_model)
     return parser
 
 
