@@ -23,6 +23,16 @@ class CliError(Exception):
     """A one-sentence error for the user; printed without a traceback."""
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("banditlake")
+    except PackageNotFoundError:
+        # Run from a source tree that was never installed.
+        return "unknown version"
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -54,12 +64,14 @@ def cmd_serve(args: argparse.Namespace) -> None:
     elif not settings.has_tokens:
         log.warning("no tokens set: serving loopback callers only on %s", args.host)
     if settings.device == "cuda":
-        from api.serving.sessions import cuda_available
+        from api.serving.sessions import cuda_status
 
-        if not cuda_available():
+        status = cuda_status(quiet=False)
+        if not status.available:
             msg = (
                 "BANDITLAKE_DEVICE=cuda but ONNX Runtime cannot start a CUDA session on this "
-                "machine; set BANDITLAKE_DEVICE=auto or cpu, or fix the CUDA installation."
+                f"machine ({status.reason}); set BANDITLAKE_DEVICE=auto or cpu, or fix the "
+                "CUDA installation."
             )
             raise CliError(msg)
     if settings.is_sqlite:
@@ -85,6 +97,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
         )
         worker.start()
         os.environ["BANDITLAKE_REALLOCATE"] = "false"
+    from api.next_steps import next_steps
+
+    log.info(
+        "once the service is up, open\n%s",
+        "\n".join(next_steps(settings, host=args.host, port=args.port)),
+    )
     try:
         _run_uvicorn(args)
     finally:
@@ -127,19 +145,14 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _significant(value: float, digits: int = 4) -> float:
-    return float(f"{value:.{digits}g}")
-
-
 def cmd_simulate(args: argparse.Namespace) -> None:
     import json
 
-    from bandit.config import default_min_weight, policy_from_dict
+    from bandit.config import policy_from_dict
     from bandit.errors import BanditError
-    from bandit.simulate import arm_names, simulate
+    from bandit.simulate import simulate
 
-    min_weight = default_min_weight(args.policy) if args.min_weight is None else args.min_weight
-    params: dict[str, object] = {"min_weight": min_weight}
+    params: dict[str, object] = {"min_weight": args.min_weight}
     if args.policy == "epsilon_greedy":
         params["epsilon"] = args.epsilon
     if args.policy == "fixed":
@@ -157,29 +170,19 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         )
     except BanditError as exc:
         raise CliError(str(exc).rstrip(".") + ".") from exc
-    # One summary feeds both outputs, so the JSON holds everything the text shows.
-    statistics = {"mean": result.mean, "p5": result.p5, "p50": result.p50, "p95": result.p95}
-    regret = {k: _significant(v) for k, v in statistics.items()}
-    names = arm_names(len(result.arms))
-    shares = result.pulls.mean(axis=0) / result.horizon
-    share = {name: _significant(float(s)) for name, s in zip(names, shares, strict=True)}
     if args.json:
-        body = {
-            **result.to_dict(),
-            "arms": [_significant(mu) for mu in result.arms],
-            "regret": regret,
-            "reward": args.reward,
-            "min_weight": min_weight,
-            "share": share,
-        }
-        print(json.dumps(body))  # noqa: T201
+        print(json.dumps(result.to_dict()))  # noqa: T201
         return
+    regret = result.to_dict()["regret"]
     lines = [
         f"policy {result.policy} on {args.reward} arms {list(result.arms)}: horizon "
-        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} "
-        f"seeds, floor {min_weight:g} per arm",
-        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),
-        "mean share per arm  " + "  ".join(f"{k} {v:.3f}" for k, v in share.items()),
+        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} seeds",
+        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),  # type: ignore[attr-defined]
+        "mean share per arm  "
+        + "  ".join(
+            f"arm{i} {share:.3f}"
+            for i, share in enumerate(result.pulls.mean(axis=0) / result.horizon)
+        ),
     ]
     print("\n".join(lines))  # noqa: T201
 
@@ -193,39 +196,23 @@ def cmd_demo(args: argparse.Namespace) -> None:
         raise CliError(str(exc)) from exc
 
 
-def cmd_example_model(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from api.example_model import OUTPUT, ExampleModelError, build_example_model
-
-    features = [name.strip() for name in args.features.split(",")]
-    try:
-        model = build_example_model(features, kind=args.kind, seed=args.seed)
-    except ExampleModelError as exc:
-        raise CliError(str(exc)) from exc
-    out = Path(args.out)
-    try:
-        out.write_bytes(model.onnx)
-    except OSError as exc:
-        msg = f"Cannot write the model to {str(out)!r}: {exc.strerror or exc}."
-        raise CliError(msg) from exc
-    print(  # noqa: T201
-        f"wrote {out}: {model.description} on {model.rows} synthetic rows "
-        f"(held-out accuracy {model.accuracy:.3f}); input X [N, {len(model.features)}] = "
-        f"{','.join(model.features)}, first output {OUTPUT!r} [N, 1] = P(label 1)"
-    )
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
         description="Multi-armed-bandit experiments over ONNX model variants.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="start the service (applies migrations on SQLite)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs both tokens set)",
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
     serve.add_argument(
         "--access-log", action="store_true", help="log one line per HTTP request (off by default)"
     )
@@ -238,23 +225,35 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=cmd_migrate)
     sim = sub.add_parser("simulate", help="plan an experiment: a policy's regret on simulated arms")
     sim.add_argument("--arms", type=_floats, required=True, help="true mean reward of each arm")
-    sim.add_argument("--horizon", type=int, default=100_000)
+    sim.add_argument(
+        "--horizon", type=int, default=100_000, help="requests per run (default 100000)"
+    )
     sim.add_argument("--batch", type=int, default=1000, help="requests between reallocations")
     sim.add_argument(
         "--policy",
         default="thompson",
         choices=["thompson", "epsilon_greedy", "ucb1", "fixed"],
+        help="allocation policy (default thompson; fixed is equal weights)",
     )
-    sim.add_argument("--seeds", type=int, default=20)
-    sim.add_argument("--reward", default="bernoulli", choices=["bernoulli", "gaussian"])
+    sim.add_argument(
+        "--seeds", type=int, default=20, help="independent runs to summarise (default 20)"
+    )
+    sim.add_argument(
+        "--reward",
+        default="bernoulli",
+        choices=["bernoulli", "gaussian"],
+        help="reward of each arm: 0/1 draws or normal around its mean (default bernoulli)",
+    )
     sim.add_argument("--sigma", type=float, default=1.0, help="noise of gaussian arms")
     sim.add_argument(
-        "--min-weight",
-        type=float,
-        default=None,
-        help="floor on every arm's weight (default as the API: 0.02, or 0 for fixed)",
+        "--min-weight", type=float, default=0.0, help="floor on every arm's weight (default 0)"
     )
-    sim.add_argument("--epsilon", type=float, default=0.1)
+    sim.add_argument(
+        "--epsilon",
+        type=float,
+        default=0.1,
+        help="share of traffic explored uniformly by epsilon_greedy (default 0.1)",
+    )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(func=cmd_simulate)
     demo = sub.add_parser(
@@ -262,26 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--rows", type=int, default=3000, help="requests to replay")
     demo.add_argument("--port", type=int, default=8000, help="port of the service to show")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the replay order (default 0)")
     demo.set_defaults(func=cmd_demo)
-    example = sub.add_parser(
-        "example-model",
-        help="train a small classifier on synthetic data and write it as ONNX",
-    )
-    example.add_argument(
-        "--features", required=True, help="comma-separated input names, e.g. age,tenure,spend"
-    )
-    example.add_argument("--out", required=True, help="the .onnx file to write")
-    example.add_argument(
-        "--kind",
-        default="gbm",
-        choices=["gbm", "logistic"],
-        help="gradient-boosted trees or a logistic regression (default gbm)",
-    )
-    example.add_argument(
-        "--seed", type=int, default=0, help="seed of the data and the model (default 0)"
-    )
-    example.set_defaults(func=cmd_example_model)
     return parser
 
 
@@ -289,6 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Alembic narrates every plugin and revision at INFO; `migrate` says the outcome itself.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
     try:

@@ -21,8 +21,10 @@ from api.demo._replay import ReplayPlan, replay
 from api.demo._server import BackgroundServer
 from api.demo._summary import render_summary
 from api.demo.errors import DemoError
+from api.next_steps import next_steps
 from api.report import Report
 from api.schemas import AllocationOut, ExperimentCreate, ExperimentOut, PolicySpec, RewardSpec
+from api.serving.sessions import Device, provider_reason
 from api.settings import Settings
 
 __all__ = ["EXPERIMENT", "run_demo"]
@@ -44,7 +46,8 @@ def _quiet(*names: str) -> Iterator[None]:
     """Raise these loggers to WARNING for the block.
 
     The HTTP client logs a line per request and Alembic a line per plugin at INFO, which
-    ``banditlake``'s logging shows: thousands of lines would bury the progress bar.
+    ``banditlake``'s logging shows: thousands of lines would bury the progress bar. The
+    model pool's line per loaded variant is said by the demo's own "registered" line.
     """
     loggers = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in loggers]
@@ -106,7 +109,7 @@ def _experiment_spec() -> ExperimentCreate:
 
 
 def _ensure_experiment(
-    client: ServiceClient, candidates: Sequence[Candidate], err: TextIO
+    client: ServiceClient, candidates: Sequence[Candidate], err: TextIO, *, device: Device
 ) -> ExperimentOut:
     """Create what is missing, touch nothing that exists: a second run adds no duplicates."""
     experiment = client.experiment(EXPERIMENT)
@@ -131,7 +134,11 @@ def _ensure_experiment(
         variant = client.upload_variant(
             EXPERIMENT, candidate.name, candidate.onnx, features=FEATURES, output=OUTPUT
         )
-        _say(err, f"registered {candidate.name} ({candidate.description}) on {variant.provider}")
+        why = f" ({provider_reason(device, variant.provider)})" if variant.provider else ""
+        _say(
+            err,
+            f"registered {candidate.name} ({candidate.description}) on {variant.provider}{why}",
+        )
     return client.set_status(EXPERIMENT, "running")
 
 
@@ -190,7 +197,7 @@ def run_demo(
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     _check_arguments(rows, port)
-    with _quiet("httpx", "httpcore", "alembic"):
+    with _quiet("httpx", "httpcore", "alembic", "api.serving.pool"):
         _migrate(settings)
         _say(err, "training three classifiers on scikit-learn's handwritten digits")
         candidates, holdout = train_candidates()
@@ -204,7 +211,8 @@ def run_demo(
             settings, candidates, holdout, rows=rows, seed=seed, err=err
         )
     offline = {c.name: c.accuracy for c in candidates}
-    out.write(render_summary(history, report, offline, f"http://127.0.0.1:{port}/dashboard"))
+    steps = next_steps(settings, host="127.0.0.1", port=port)
+    out.write(render_summary(history, report, offline, steps))
     out.flush()
 
 
@@ -227,7 +235,7 @@ def _run_experiment(
             ServiceClient(base_url, settings) as client,
         ):
             client.check_health()
-            experiment = _ensure_experiment(client, candidates, err)
+            experiment = _ensure_experiment(client, candidates, err, device=settings.device)
             if experiment.status == "running":
                 _send_traffic(client, holdout, rows, seed, err)
             else:

@@ -1,4 +1,4 @@
-"""The text the demo ends with: allocation history, per-variant accuracy, verdict, dashboard."""
+"""The text the demo ends with: allocation history, per-variant accuracy, verdict, next steps."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ def _number(value: float | None, spec: str = ".3f") -> str:
 
 
 def _history(history: Sequence[AllocationOut]) -> list[str]:
+    """One entry per change of weights: a run of versions that kept them is one line."""
     lines = ["Allocation history (oldest first):"]
-    for row in history:
+    i = 0
+    while i < len(history):
+        row = history[i]
         weights = "  ".join(f"{name} {weight:.3f}" for name, weight in row.weights.items())
         lines.append(f"  v{row.version:<3d} {weights}")
         lines += textwrap.wrap(
@@ -29,7 +32,21 @@ def _history(history: Sequence[AllocationOut]) -> list[str]:
             initial_indent=_REASON_INDENT,
             subsequent_indent=_REASON_INDENT,
         )
+        last = i
+        while last + 1 < len(history) and _shown(history[last + 1]) == _shown(row):
+            last += 1
+        if last > i:
+            span = f"v{history[i + 1].version}" + (
+                f"-v{history[last].version}" if last > i + 1 else ""
+            )
+            lines.append(f"  {span:<4} the same weights ({last - i} more reallocations)")
+        i = last + 1
     return lines
+
+
+def _shown(row: AllocationOut) -> dict[str, str]:
+    """The weights as printed: versions that differ only past the third decimal look alike."""
+    return {name: f"{weight:.3f}" for name, weight in row.weights.items()}
 
 
 def _variant_line(variant: VariantReport, offline: float | None, width: int) -> str:
@@ -58,10 +75,18 @@ def render_summary(
     history: Sequence[AllocationOut],
     report: Report,
     offline: Mapping[str, float],
-    dashboard_url: str,
+    next_steps: Sequence[str],
 ) -> str:
-    """The summary as text, one line per row, ending with a newline."""
+    """The summary as text, one line per row, ending with a newline.
+
+    ``next_steps`` are the lines printed last, under "Next": where to look once
+    ``banditlake serve`` runs.
+    """
     lines = [*_history(history), "", *_variants(report, offline), ""]
     lines.append(f"Verdict: {report.verdict}")
-    lines.append(f"Dashboard: {dashboard_url} (once banditlake serve is running)")
+    lines += [
+        "",
+        "Next: once `banditlake serve` runs (`make run` starts it now), open",
+        *next_steps,
+    ]
     return "\n".join(lines) + "\n"

@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from api.serving.sessions import Device, LoadedModel, load_model
+from api.serving.sessions import Device, LoadedModel, load_model, provider_reason
 
 __all__ = ["ModelPool", "VariantKey"]
 
@@ -63,6 +63,13 @@ class ModelPool:
         with self._lock:
             self._models = {**self._models, key: model}
             self._failures = {k: r for k, r in self._failures.items() if k != key}
+        log.info(
+            "variant %s/%s on %s (%s)",
+            key.experiment,
+            key.variant,
+            model.provider,
+            provider_reason(self._device, model.provider),
+        )
         return model
 
     def get(self, key: VariantKey) -> LoadedModel | None:

@@ -1,10 +1,21 @@
-"""ONNX Runtime session creation with the execution provider actually in use."""
+"""ONNX Runtime session creation with the execution provider actually in use.
+
+ONNX Runtime logs from C++ straight to stderr, below Python's logging. Two of its habits
+would greet every user without a GPU: onnxruntime-gpu tries to load its CUDA libraries
+when a session asks for CUDA and prints an error in red when they are missing, and a
+warning after it. So CUDA is asked for only where a CUDA device exists, ONNX Runtime's
+own log is kept to errors (``set_default_logger_severity(3)``) before the first session,
+and the one probe that may fail is silenced; the service then says in one line per
+variant which provider it runs on and why (:func:`provider_reason`).
+"""
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +25,15 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-__all__ = ["DeviceUnavailableError", "LoadedModel", "cuda_available", "load_model"]
+__all__ = [
+    "CudaStatus",
+    "DeviceUnavailableError",
+    "LoadedModel",
+    "cuda_available",
+    "cuda_status",
+    "load_model",
+    "provider_reason",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +62,46 @@ class LoadedModel:
     """An input the model answered at load time (zeros), to tell a broken model from a bad row."""
 
 
-@functools.cache
-def cuda_available() -> bool:
-    """Whether a CUDA session really starts here.
+@dataclass(frozen=True, slots=True)
+class CudaStatus:
+    """Whether ONNX Runtime can run on CUDA here, and the reason in a few words."""
 
-    onnxruntime-gpu lists ``CUDAExecutionProvider`` even on a machine without a GPU or
-    CUDA libraries, so the only honest answer comes from creating a session and reading
-    back the providers it kept.
+    available: bool
+    reason: str
+
+
+# ONNX Runtime's logger severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal.
+_ORT_ERRORS_ONLY = 3
+_ORT_SILENT = 4
+
+
+@functools.cache
+def _quiet_onnxruntime() -> None:
+    """Keep ONNX Runtime's process-wide log to errors; called before any session exists."""
+    ort.set_default_logger_severity(_ORT_ERRORS_ONLY)
+
+
+def _cuda_devices() -> tuple[int, str]:
+    """The number of CUDA devices the NVIDIA driver sees, or 0 and why none.
+
+    Asked of the driver library itself (``cuInit``, ``cuDeviceGetCount``), which the
+    CUDA runtime under ONNX Runtime would load the same way; without it CUDA cannot work.
     """
-    if CUDA not in ort.get_available_providers():
-        return False
+    library = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
+    try:
+        driver = ctypes.CDLL(library)
+    except OSError:
+        return 0, f"no CUDA device: no NVIDIA driver ({library})"
+    status = driver.cuInit(0)
+    if status != 0:
+        return 0, f"no CUDA device: cuInit error {status}"
+    count = ctypes.c_int(0)
+    if driver.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+        return 0, "no CUDA device"
+    return count.value, ""
+
+
+def _probe_model() -> bytes:
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "probe",
@@ -61,25 +110,76 @@ def cuda_available() -> bool:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+@functools.cache
+def cuda_status(*, quiet: bool = True) -> CudaStatus:
+    """Whether a CUDA session really starts here, and why not.
+
+    onnxruntime-gpu lists ``CUDAExecutionProvider`` even on a machine without a GPU or
+    CUDA libraries, so the only honest answer comes from the driver and then from
+    creating a session and reading back the providers it kept. ``quiet`` hides ONNX
+    Runtime's own error about missing CUDA libraries (``BANDITLAKE_DEVICE=auto``, where a
+    CPU fallback is expected); ``BANDITLAKE_DEVICE=cuda`` lets it through, since it names
+    the library that is missing.
+    """
+    _quiet_onnxruntime()
+    if CUDA not in ort.get_available_providers():
+        return CudaStatus(False, "this onnxruntime package has no CUDA provider")
+    devices, why_not = _cuda_devices()
+    if not devices:
+        return CudaStatus(False, why_not)
     options = ort.SessionOptions()
-    options.log_severity_level = 4
+    options.log_severity_level = _ORT_SILENT
+    if quiet:
+        # The provider library is loaded under the process-wide logger, not the session's.
+        ort.set_default_logger_severity(_ORT_SILENT)
     try:
-        session = ort.InferenceSession(model.SerializeToString(), options, providers=[CUDA, CPU])
+        session = ort.InferenceSession(_probe_model(), options, providers=[CUDA, CPU])
+        kept = CUDA in session.get_providers()
     except Exception:
-        return False
-    return CUDA in session.get_providers()
+        kept = False
+    finally:
+        ort.set_default_logger_severity(_ORT_ERRORS_ONLY)
+    if not kept:
+        needs = f"CUDA {ort.cuda_version} and cuDNN 9" if ort.cuda_version else "CUDA and cuDNN"
+        return CudaStatus(
+            False,
+            f"{devices} CUDA device(s) but ONNX Runtime's CUDA provider did not start: "
+            f"onnxruntime-gpu {ort.__version__} needs the {needs} libraries",
+        )
+    return CudaStatus(True, f"{devices} CUDA device(s) and ONNX Runtime's CUDA provider works")
+
+
+def cuda_available() -> bool:
+    """Whether ONNX Runtime can run a session on CUDA here (see :func:`cuda_status`)."""
+    return cuda_status().available
+
+
+def provider_reason(device: Device, provider: str) -> str:
+    """Why a variant loaded with ``BANDITLAKE_DEVICE=device`` runs on ``provider``."""
+    if device == "cpu":
+        return "BANDITLAKE_DEVICE=cpu"
+    if provider == CUDA:
+        return f"BANDITLAKE_DEVICE={device}; {cuda_status().reason}"
+    status = cuda_status()
+    if status.available:
+        return "ONNX Runtime kept only the CPU provider for this model"
+    return status.reason
 
 
 def _providers(device: Device) -> list[str]:
     if device == "cpu":
         return [CPU]
-    if device == "cuda" and not cuda_available():
-        msg = (
-            "BANDITLAKE_DEVICE=cuda but this ONNX Runtime build has no working CUDA provider "
-            f"(available: {ort.get_available_providers()}); install onnxruntime-gpu with CUDA "
-            "or set BANDITLAKE_DEVICE=auto."
-        )
-        raise DeviceUnavailableError(msg)
+    if device == "cuda":
+        status = cuda_status(quiet=False)
+        if not status.available:
+            msg = (
+                "BANDITLAKE_DEVICE=cuda but ONNX Runtime cannot run on CUDA here "
+                f"({status.reason}); fix the CUDA installation or set BANDITLAKE_DEVICE=auto."
+            )
+            raise DeviceUnavailableError(msg)
     return [CUDA, CPU] if cuda_available() else [CPU]
 
 
@@ -97,6 +197,7 @@ def load_model(
     onnxruntime-gpu quietly falls back to the CPU when CUDA cannot start, so the
     provider is read back from the session rather than assumed from the request.
     """
+    _quiet_onnxruntime()
     options = ort.SessionOptions()
     # One or two intra-op threads: the default of one per core fights the web server.
     options.intra_op_num_threads = threads

@@ -7,6 +7,7 @@ then a second run must reuse the experiment without duplicating anything.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -174,14 +175,22 @@ def test_the_summary_shows_history_accuracies_verdict_and_dashboard(runs: Runs) 
     out = runs.first.out
     lines = out.splitlines()
     assert lines[0] == "Allocation history (oldest first):"
-    for row in runs.first.history:
-        assert f"  v{row['version']:<3d} " in out
+    # Every version is listed, a run of versions with the same weights as one range.
+    shown = []
+    for match in re.finditer(r"^  v(\d+)(?:-v(\d+))? ", out, re.MULTILINE):
+        first = int(match[1])
+        shown += range(first, int(match[2] or first) + 1)
+    assert shown == sorted(row["version"] for row in runs.first.history)
     for name in VARIANTS:
         (line,) = [line for line in lines if line.startswith(f"  {name} ")]
         assert f"{runs.first.accuracy(name):.3f}" in line
     assert f"Verdict: {runs.first.report['verdict']}" in lines
     assert "'logreg' is best" in runs.first.report["verdict"]
-    assert lines[-1].startswith(f"Dashboard: http://127.0.0.1:{PORT}/dashboard")
+    assert lines[-3:-1] == [
+        f"  dashboard  http://127.0.0.1:{PORT}/dashboard",
+        f"  API docs   http://127.0.0.1:{PORT}/docs",
+    ]
+    assert lines[-1].startswith("  data       ")
 
 
 def test_progress_goes_to_stderr_line_by_line_when_not_a_terminal(runs: Runs) -> None:
