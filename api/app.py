@@ -20,7 +20,7 @@ from api.errors import install_handlers
 from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation import Reallocator
-from api.routes import allocations, dashboard, experiments, landing, ops, serving, variants
+from api.routes import allocations, dashboard, docs, experiments, landing, ops, serving, variants
 from api.serving.pool import ModelPool
 from api.serving.request_ids import RequestIds
 from api.serving.service import ServingService
@@ -159,6 +159,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         summary="Multi-armed-bandit experiments over ONNX model variants with an inference lake.",
         lifespan=lifespan,
+        # /docs and /redoc are served by api.routes.docs from vendored assets (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -184,8 +187,10 @@ def create_app(settings: Settings) -> FastAPI:
         allocations.router,
         dashboard.router,
         landing.router,
+        docs.router,
     ):
         app.include_router(router)
+    docs.keep_example_nulls(app)
     return app
 
 

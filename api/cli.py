@@ -145,14 +145,19 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+def _significant(value: float, digits: int = 4) -> float:
+    return float(f"{value:.{digits}g}")
+
+
 def cmd_simulate(args: argparse.Namespace) -> None:
     import json
 
-    from bandit.config import policy_from_dict
+    from bandit.config import default_min_weight, policy_from_dict
     from bandit.errors import BanditError
-    from bandit.simulate import simulate
+    from bandit.simulate import arm_names, simulate
 
-    params: dict[str, object] = {"min_weight": args.min_weight}
+    min_weight = default_min_weight(args.policy) if args.min_weight is None else args.min_weight
+    params: dict[str, object] = {"min_weight": min_weight}
     if args.policy == "epsilon_greedy":
         params["epsilon"] = args.epsilon
     if args.policy == "fixed":
@@ -170,19 +175,29 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         )
     except BanditError as exc:
         raise CliError(str(exc).rstrip(".") + ".") from exc
+    # One summary feeds both outputs, so the JSON holds everything the text shows.
+    statistics = {"mean": result.mean, "p5": result.p5, "p50": result.p50, "p95": result.p95}
+    regret = {k: _significant(v) for k, v in statistics.items()}
+    names = arm_names(len(result.arms))
+    shares = result.pulls.mean(axis=0) / result.horizon
+    share = {name: _significant(float(s)) for name, s in zip(names, shares, strict=True)}
     if args.json:
-        print(json.dumps(result.to_dict()))  # noqa: T201
+        body = {
+            **result.to_dict(),
+            "arms": [_significant(mu) for mu in result.arms],
+            "regret": regret,
+            "reward": args.reward,
+            "min_weight": min_weight,
+            "share": share,
+        }
+        print(json.dumps(body))  # noqa: T201
         return
-    regret = result.to_dict()["regret"]
     lines = [
         f"policy {result.policy} on {args.reward} arms {list(result.arms)}: horizon "
-        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} seeds",
-        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),  # type: ignore[attr-defined]
-        "mean share per arm  "
-        + "  ".join(
-            f"arm{i} {share:.3f}"
-            for i, share in enumerate(result.pulls.mean(axis=0) / result.horizon)
-        ),
+        f"{result.horizon}, reallocating every {result.batch} requests, {len(result.seeds)} "
+        f"seeds, floor {min_weight:g} per arm",
+        "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),
+        "mean share per arm  " + "  ".join(f"{k} {v:.3f}" for k, v in share.items()),
     ]
     print("\n".join(lines))  # noqa: T201
 
@@ -194,6 +209,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
         run_demo(_settings(), rows=args.rows, port=args.port, seed=args.seed)
     except DemoError as exc:
         raise CliError(str(exc)) from exc
+
+
+def cmd_example_model(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from api.example_model import OUTPUT, ExampleModelError, build_example_model
+
+    features = [name.strip() for name in args.features.split(",")]
+    try:
+        model = build_example_model(features, kind=args.kind, seed=args.seed)
+    except ExampleModelError as exc:
+        raise CliError(str(exc)) from exc
+    out = Path(args.out)
+    try:
+        out.write_bytes(model.onnx)
+    except OSError as exc:
+        msg = f"Cannot write the model to {str(out)!r}: {exc.strerror or exc}."
+        raise CliError(msg) from exc
+    print(  # noqa: T201
+        f"wrote {out}: {model.description} on {model.rows} synthetic rows "
+        f"(held-out accuracy {model.accuracy:.3f}); input X [N, {len(model.features)}] = "
+        f"{','.join(model.features)}, first output {OUTPUT!r} [N, 1] = P(label 1)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -246,7 +284,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--sigma", type=float, default=1.0, help="noise of gaussian arms")
     sim.add_argument(
-        "--min-weight", type=float, default=0.0, help="floor on every arm's weight (default 0)"
+        "--min-weight",
+        type=float,
+        default=None,
+        help="floor on every arm's weight (default as the API: 0.02, or 0 for fixed)",
     )
     sim.add_argument(
         "--epsilon",
@@ -263,6 +304,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000, help="port of the service to show")
     demo.add_argument("--seed", type=int, default=0, help="seed of the replay order (default 0)")
     demo.set_defaults(func=cmd_demo)
+    example = sub.add_parser(
+        "example-model",
+        help="train a small classifier on synthetic data and write it as ONNX",
+    )
+    example.add_argument(
+        "--features", required=True, help="comma-separated input names, e.g. age,tenure,spend"
+    )
+    example.add_argument("--out", required=True, help="the .onnx file to write")
+    example.add_argument(
+        "--kind",
+        default="gbm",
+        choices=["gbm", "logistic"],
+        help="gradient-boosted trees or a logistic regression (default gbm)",
+    )
+    example.add_argument(
+        "--seed", type=int, default=0, help="seed of the data and the model (default 0)"
+    )
+    example.set_defaults(func=cmd_example_model)
     return parser
 
 
