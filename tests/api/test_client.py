@@ -211,7 +211,9 @@ def test_a_batch_keeps_the_rows_a_model_refused(base_url: str) -> None:
             code="input_rejected_by_model", message=refused.error.message, status=422
         )
         # A refused row still has its request id, so it can get feedback like any other.
-        ack = bl.feedback_batch([Feedback(refused.request_id, reward=0), Feedback(ok.request_id, reward=1)])
+        ack = bl.feedback_batch(
+            [Feedback(refused.request_id, reward=0), Feedback(ok.request_id, reward=1)]
+        )
         assert ack.accepted == 2
 
 
