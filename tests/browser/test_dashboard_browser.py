@@ -1,9 +1,10 @@
 """The dashboard in a real browser: the service on a free port, headless Debian Chromium.
 
 Playwright drives ``/usr/bin/chromium`` (never a downloaded browser). The lake is built
-through the HTTP API: three arms, a few hundred predictions with feedback in rounds a
-second apart, and a reallocation after each round, so every chart has data and the
-allocation chart has steps. The test saves a screenshot under ``tmp_path``; with
+through the HTTP API: three arms, a few hundred predictions with feedback in four rounds
+of about a second, and a reallocation after each round, so every chart has data and the
+allocation chart has steps; beside it an experiment with 64 features whose later rows
+drift by degrees, and one whose first drift window holds a single row. The test saves a screenshot under ``tmp_path``; with
 ``BANDITLAKE_UPDATE_SCREENSHOT=1`` it also refreshes ``api/static/dashboard-screenshot.png``,
 the README's picture.
 """
@@ -11,12 +12,15 @@ the README's picture.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +49,12 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "api" / "static" / "dashboard
 TOKEN = "dashboard-admin-token"
 EXPERIMENT = "checkout-ranker"
 ARMS = {"control": 0.10, "ranker-v2": 0.16, "ranker-v3": 0.22}
-CHARTS = ["allocation", "pbest", "requests", "reward", "latency", "errors", "drift"]
+CHARTS = ["allocation", "pbest", "requests", "reward", "latency", "errors"]
+WIDE = "wide-features"
+WIDE_FEATURES = [f"feature_{i:02d}" for i in range(64)]
+THIN = "thin-start"
+# The dashboard's one time format, with seconds (and tenths) where the span needs them.
+UTC_TEXT = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2}(\.\d)?)? UTC"
 
 if not CHROMIUM.exists():
     pytest.skip(
@@ -102,7 +111,7 @@ class _Service:
 
 
 def _build(service: _Service) -> dict[str, Any]:
-    """Traffic in four rounds a second apart, a reallocation after each; the report."""
+    """Traffic in four rounds of about a second, a reallocation after each; the report."""
     rng = np.random.default_rng(3)
     features = '["price", "recency", "clicks"]'
     with httpx.Client(
@@ -142,30 +151,70 @@ def _build(service: _Service) -> dict[str, Any]:
             )
         ok(http.patch(f"/v1/experiments/{EXPERIMENT}", json={"status": "running"}))
         for round_ in range(4):
-            rows = [
-                {
-                    "features": {
-                        "price": float(rng.lognormal(3, 0.3)),
-                        "recency": float(rng.exponential(2)),
-                        # Clicks drift upward in the later rounds.
-                        "clicks": float(rng.poisson(2 + 3 * (round_ >= 2))),
+            # Each round's requests arrive through its second, as real traffic would, so
+            # the charts' fine buckets (a few seconds of data) are not mostly empty.
+            for _ in range(8):
+                rows = [
+                    {
+                        "features": {
+                            "price": float(rng.lognormal(3, 0.3)),
+                            "recency": float(rng.exponential(2)),
+                            # Clicks drift upward in the later rounds.
+                            "clicks": float(rng.poisson(2 + 3 * (round_ >= 2))),
+                        }
                     }
-                }
-                for _ in range(120)
-            ]
-            results = ok(
-                http.post(f"/v1/experiments/{EXPERIMENT}/predict/batch", json={"rows": rows})
-            )["results"]
-            items = [
-                {"request_id": r["request_id"], "reward": float(rng.random() < ARMS[r["variant"]])}
-                for r in results
-            ]
-            assert http.post("/v1/feedback/batch", json={"items": items}).status_code == 202
+                    for _ in range(40)
+                ]
+                results = ok(
+                    http.post(f"/v1/experiments/{EXPERIMENT}/predict/batch", json={"rows": rows})
+                )["results"]
+                items = [
+                    {
+                        "request_id": r["request_id"],
+                        "reward": float(rng.random() < ARMS[r["variant"]]),
+                    }
+                    for r in results
+                ]
+                assert http.post("/v1/feedback/batch", json={"items": items}).status_code == 202
+                time.sleep(0.12)
             service.flush()
             ok(http.post(f"/v1/experiments/{EXPERIMENT}/reallocate"))
-            if round_ < 3:
-                time.sleep(1.0)
-        return ok(http.get(f"/v1/experiments/{EXPERIMENT}/report"))
+        report = ok(http.get(f"/v1/experiments/{EXPERIMENT}/report"))
+        _drifting(http, ok, service, rng)
+        return report
+
+
+def _drifting(http: httpx.Client, ok: Any, service: _Service, rng: np.random.Generator) -> None:
+    """``WIDE``: 64 features, feature i shifted by 0.03 i later; ``THIN``: 1 row, then 150."""
+    for name, features in ((WIDE, WIDE_FEATURES), (THIN, ["x"])):
+        ok(http.post("/v1/experiments", json={"name": name, "reward": {"kind": "binary"}}))
+        for arm in ("a", "b"):
+            ok(
+                http.post(
+                    f"/v1/experiments/{name}/variants",
+                    data={"name": arm, "role": "arm", "features": json.dumps(features)},
+                    files={
+                        "model": (
+                            "m.onnx",
+                            linear_model([0.01] * len(features)),
+                            "application/octet-stream",
+                        )
+                    },
+                )
+            )
+        ok(http.patch(f"/v1/experiments/{name}", json={"status": "running"}))
+    for shift, rows in ((0.0, 200), (0.03, 200)):
+        batch = [
+            {"features": {f: float(rng.normal() + shift * i) for i, f in enumerate(WIDE_FEATURES)}}
+            for _ in range(rows)
+        ]
+        ok(http.post(f"/v1/experiments/{WIDE}/predict/batch", json={"rows": batch}))
+        time.sleep(0.5)
+    for rows in (1, 150):
+        batch = [{"features": {"x": float(rng.normal())}} for _ in range(rows)]
+        ok(http.post(f"/v1/experiments/{THIN}/predict/batch", json={"rows": batch}))
+        time.sleep(0.5)
+    service.flush()
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +292,10 @@ def test_every_panel_renders_without_errors(
     assert page.inner_text("#card-srm .value") in ("ok", "mismatch")
     assert "clicks" in page.inner_text("#drift")
     assert page.inner_text("#exp-status") == "running"
+    # The test table fits a 1400 px window without a horizontal scroll bar.
+    assert page.evaluate(_NO_SCROLL, "#panel-tests .scroll") == []
+    assert page.is_visible("#tests-legend")
+    assert page.inner_text("#tests tbody tr:nth-child(1) td.decision") == "control"
 
     copy = tmp_path / "dashboard-screenshot.png"
     page.screenshot(path=str(copy), full_page=True)
@@ -279,7 +332,7 @@ def test_an_experiment_without_traffic_renders_empty_panels(
     page.goto(f"{running.base}/dashboard?token={TOKEN}#/experiments/search-rerank")
     page.wait_for_function(
         """() => document.getElementById("verdict").textContent.length > 0
-          && document.querySelectorAll(".chart canvas").length === 7""",
+          && document.querySelectorAll(".chart canvas").length === 6""",
         timeout=10_000,
     )
     assert page.inner_text("#verdict") == "No rewarded requests yet."
@@ -333,3 +386,205 @@ def test_navigation_during_a_slow_refresh_shows_the_new_view_at_once(
     assert page.inner_text("#verdict") == "No rewarded requests yet."
     assert problems == []
     page.close()
+
+
+_NO_SCROLL = """
+(selector) => [...document.querySelectorAll(selector)]
+  .filter((node) => node.scrollWidth > node.clientWidth)
+  .map((node) => [node.scrollWidth, node.clientWidth])
+"""
+
+
+def _token_page(browser: Any, base: str, path: str) -> tuple[Any, Any, list[str]]:
+    """A page in a fresh context that has been given the token once, then at ``path``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    problems = _listen(page)
+    page.goto(f"{base}/dashboard?token={TOKEN}{path}")
+    return context, page, problems
+
+
+def _showing(page: Any, name: str) -> None:
+    page.wait_for_function(
+        """(name) => document.getElementById("exp-name").textContent === name
+          && !document.getElementById("experiment-view").hidden
+          && document.querySelectorAll("#tests tbody tr").length > 0""",
+        arg=name,
+        timeout=10_000,
+    )
+
+
+@pytest.mark.parametrize(
+    "path", [f"&experiment={EXPERIMENT}", f"#/experiments/{EXPERIMENT}", f"#/{EXPERIMENT}"]
+)
+def test_a_deep_link_to_an_experiment_survives_a_reload(
+    service: tuple[_Service, dict[str, Any]], browser: Any, path: str
+) -> None:
+    running, _ = service
+    context, page, problems = _token_page(browser, running.base, path)
+    _showing(page, EXPERIMENT)
+    assert "token=" not in page.url
+    page.reload()
+    _showing(page, EXPERIMENT)
+    assert page.title() == f"{EXPERIMENT} · banditlake"
+    # A link to the list and back works from the deep link too.
+    page.click("text=← all experiments")
+    page.wait_for_selector("#list-view:not([hidden])", timeout=5_000)
+    page.go_back()
+    _showing(page, EXPERIMENT)
+    assert problems == []
+    context.close()
+
+
+def _drift_rows(page: Any) -> list[str]:
+    return list(
+        page.eval_on_selector_all("#drift tbody tr", "rows => rows.map(r => r.dataset.feature)")
+    )
+
+
+def test_drift_with_64_features_shows_the_top_ten_and_finds_the_rest(
+    service: tuple[_Service, dict[str, Any]], browser: Any, tmp_path: Path
+) -> None:
+    running, _ = service
+    with httpx.Client(base_url=running.base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        drift = http.get(f"/dashboard/api/experiments/{WIDE}/drift").json()
+    assert len(drift["features"]) == 64
+    assert drift["reference"]["rows"] == drift["current"]["rows"] == 200
+    ranked = sorted(drift["features"], key=lambda f: -f["psi"])
+    top = [f["name"] for f in ranked[:10]]
+    context, page, problems = _token_page(browser, running.base, f"#/experiments/{WIDE}")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#drift tbody tr').length > 0", timeout=10_000
+    )
+    assert _drift_rows(page) == top
+    assert "10 most drifted of 64 features" in page.inner_text("#drift-shown")
+    # Every label is whole: no name cell is cut or wider than its column.
+    assert page.evaluate(_NO_SCROLL, "#drift td.name, #panel-drift .scroll") == []
+    page.screenshot(path=str(tmp_path / "drift-64.png"), full_page=True)
+
+    hidden = ranked[-1]["name"]
+    assert hidden not in top
+    page.fill("#drift-filter", hidden[-2:])
+    page.wait_for_function(
+        "(name) => [...document.querySelectorAll('#drift tbody tr')]"
+        ".some((r) => r.dataset.feature === name)",
+        arg=hidden,
+        timeout=5_000,
+    )
+    assert set(_drift_rows(page)) == {f for f in WIDE_FEATURES if f.endswith(hidden[-2:])}
+    assert "match" in page.inner_text("#drift-shown")
+    # The search survives the 5 s refresh.
+    page.evaluate("() => window.banditlakeDashboard.refresh(true)")
+    page.wait_for_timeout(500)
+    assert hidden in _drift_rows(page)
+    page.fill("#drift-filter", "")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#drift tbody tr').length === 10", timeout=5_000
+    )
+    assert problems == []
+    context.close()
+
+
+def test_a_first_drift_window_below_the_minimum_raises_no_alarm(
+    service: tuple[_Service, dict[str, Any]], browser: Any, tmp_path: Path
+) -> None:
+    running, _ = service
+    context, page, problems = _token_page(browser, running.base, f"#/experiments/{THIN}")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#drift tbody tr').length === 1", timeout=10_000
+    )
+    assert page.inner_text("#drift tbody tr td:nth-child(4)") == "not enough data"
+    assert page.query_selector("#drift tr.flagged, #drift .badge.bad") is None
+    assert page.inner_text("#card-drift .value") == "not enough data"
+    windows = page.inner_text("#drift-windows")
+    assert "1 row." in windows and "150 rows." in windows and "100 rows" in windows
+    assert re.search(f"First window: {UTC_TEXT} → {UTC_TEXT}, 1 row", windows), windows
+    page.screenshot(path=str(tmp_path / "drift-thin.png"), full_page=True)
+    assert problems == []
+    context.close()
+
+
+_AXES = """
+(ids) => ids.map((id) => {
+  const chart = window.banditlakeDashboard.state.charts["panel-" + id].chart;
+  return [id, chart.scales.x.min, chart.scales.x.max, chart.axes[0]._values || []];
+})
+"""
+
+
+def test_time_axes_fit_the_data_and_read_in_utc(
+    service: tuple[_Service, dict[str, Any]], browser: Any
+) -> None:
+    running, _ = service
+    with httpx.Client(base_url=running.base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        history = http.get(f"/dashboard/api/experiments/{EXPERIMENT}/allocations").json()
+        series = http.get(f"/dashboard/api/experiments/{EXPERIMENT}/timeseries").json()
+    first = datetime.fromisoformat(history["steps"][0]["created_at"]).timestamp()
+    # The last reallocation may follow the last request: the axis ends at the later one.
+    last = max(
+        datetime.fromisoformat(t).timestamp()
+        for t in (history["last_request"], history["steps"][-1]["created_at"])
+    )
+    span = last - first
+    # Look at it later than its own length: an axis stretched to "now" would show it.
+    time.sleep(max(0.0, last + 2 * span - time.time()))
+    context, page, problems = _token_page(browser, running.base, f"#/experiments/{EXPERIMENT}")
+    _showing(page, EXPERIMENT)
+    page.wait_for_function(
+        "(ids) => ids.every((id) => window.banditlakeDashboard.state.charts['panel-' + id])",
+        arg=CHARTS,
+        timeout=10_000,
+    )
+    axes = {id_: (lo, hi, ticks) for id_, lo, hi, ticks in page.evaluate(_AXES, CHARTS)}
+    for id_ in ("allocation", "pbest"):
+        lo, hi, _ = axes[id_]
+        assert lo == pytest.approx(first, abs=0.01) and hi == pytest.approx(last, abs=0.01), id_
+    bucket_start = datetime.fromisoformat(series["times"][0]).timestamp()
+    bucket_last = datetime.fromisoformat(series["times"][-1]).timestamp()
+    assert len(series["times"]) >= 20, "a few seconds of traffic still get a few dozen buckets"
+    for id_ in ("requests", "reward", "latency", "errors"):
+        lo, hi, _ = axes[id_]
+        assert (lo, hi) == (pytest.approx(bucket_start), pytest.approx(bucket_last)), id_
+    tick = re.compile(r"\d{2}:\d{2}(:\d{2}(\.\d)?)?(\n\d{4}-\d{2}-\d{2})?")
+    for id_, (_, _, ticks) in axes.items():
+        assert ticks and all(tick.fullmatch(t) for t in ticks), (id_, ticks)
+        assert re.search(r"\n\d{4}-\d{2}-\d{2}$", ticks[0]), (id_, ticks)
+    assert re.fullmatch(f"updated {UTC_TEXT}", page.inner_text("#updated"))
+    assert re.search(UTC_TEXT, page.inner_text("#series-note"))
+    assert re.search(f"First window: {UTC_TEXT}", page.inner_text("#drift-windows"))
+    # No other clock format anywhere in the page's text.
+    assert not re.search(r"\d{1,2}/\d{1,2}/\d{2}|\d(am|pm)\b", page.inner_text("body"))
+    assert problems == []
+    context.close()
+
+
+def test_the_sequential_decision_reads_in_words(
+    service: tuple[_Service, dict[str, Any]], browser: Any, tmp_path: Path
+) -> None:
+    """A report where one arm beats the control and one loses to it, significantly."""
+    running, _ = service
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    problems = _listen(page)
+
+    def decided(route: Any) -> None:
+        body = route.fetch().json()
+        for variant, diff in zip(body["variants"][1:], (-0.05, 0.12), strict=True):
+            variant["test"].update(diff=diff, sequential_decision="reject", sequential_p_value=1e-4)
+        route.fulfill(json=body)
+
+    page.route(f"**/dashboard/api/experiments/{EXPERIMENT}/report", decided)
+    page.goto(f"{running.base}/dashboard?token={TOKEN}#/experiments/{EXPERIMENT}")
+    _showing(page, EXPERIMENT)
+    cells = page.eval_on_selector_all(
+        "#tests tbody td.decision .decision-text", "nodes => nodes.map(n => n.textContent)"
+    )
+    assert cells == ["worse than control (significant)", "beats control (significant)"]
+    titles = page.eval_on_selector_all(
+        "#tests tbody td.decision .decision-text", "nodes => nodes.map(n => n.title)"
+    )
+    assert all("rejects" in t and "5% level" in t for t in titles)
+    assert page.evaluate(_NO_SCROLL, "#panel-tests .scroll, #tests td") == []
+    page.locator("#panel-tests").screenshot(path=str(tmp_path / "tests-table.png"))
+    assert problems == []
+    context.close()
