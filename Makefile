@@ -4,20 +4,27 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+RUN_LOCK := requirements/run.lock
+DEV_LOCK := requirements/dev.lock
+UV_VERSION := 0.13.9
 
-.PHONY: run test lint typecheck pytest install install-dev bench clean browser
+.PHONY: run test lint typecheck pytest install install-dev bench clean browser lock
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "banditlake needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+# Installs come from the hash-pinned locks (`make lock` writes them from pyproject.toml's
+# ranges, which stay loose for library users); the project itself goes in without deps.
+$(VENV)/.installed: $(RUN_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(RUN_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: $(DEV_LOCK) pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
@@ -47,6 +54,21 @@ pytest: $(VENV)/.installed-dev browser
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Regenerate both locks from pyproject.toml: the dev lock holds every extra, the run lock
+# the demo extra, constrained by the dev lock so `make run` and `make test` agree. One
+# universal resolution (every platform, Python >= 3.11) with hashes, from PyPI only; pins
+# already in a lock are kept unless pyproject.toml rules them out, and `make lock
+# UPGRADE=1` moves everything to the newest. tests/test_lock.py checks the result.
+UV_COMPILE = $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --quiet --universal \
+	--python-version 3.11 --generate-hashes --index-url https://pypi.org/simple \
+	--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+
+lock: | $(BIN)/python
+	@test -x $(VENV)/lock-tools/bin/uv || { $(BIN)/python -m venv $(VENV)/lock-tools && \
+	  $(VENV)/lock-tools/bin/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(UV_COMPILE) --all-extras --output-file $(DEV_LOCK)
+	$(UV_COMPILE) --extra demo --constraint $(DEV_LOCK) --output-file $(RUN_LOCK)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/serving.py
