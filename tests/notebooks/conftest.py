@@ -5,6 +5,10 @@ three allocation versions as an adaptive policy would move them, a shadow (``del
 every other request, binary rewards with ``beta`` the best arm, some requests still
 pending, some feedback delivered twice, a few failed requests, latency that differs by
 variant, and three features of which ``spend`` drifts in the last third of the traffic.
+Each variant's predictions come from a tiny logistic ONNX model stored, as the service
+stores it, under ``models/<sha256>.onnx`` (``beta`` and ``gamma`` are classifiers with
+``label`` and ``probabilities`` outputs; ``alpha`` ignores ``spend``), so the explanation
+notebook has real models to explain.
 
 Experiment ``nb-label``: a smaller two-arm experiment whose feedback carries labels only
 (NULL rewards), so the readout must score them with ``lake.rewards``.
@@ -12,6 +16,7 @@ Experiment ``nb-label``: a smaller two-arm experiment whose feedback carries lab
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -21,10 +26,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy import Engine, create_engine
 
-from lake import FeedbackRow, LakeWriter, PredictionRow, metadata
+from lake import FeedbackRow, LakeWriter, PredictionRow, default_lake_root, metadata
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 ARMS = ("alpha", "beta", "gamma")
@@ -43,6 +50,81 @@ ERROR_RATE_GAMMA = 0.03
 PENDING_SHARE = 0.1
 DUPLICATE_SHARE = 0.05
 LABEL_EXPERIMENT = "nb-label"
+# Logistic models over (tenure, clicks, spend): weights, bias, and whether the model is a
+# classifier (outputs ``label`` and ``probabilities``) or returns one score.
+MODELS = {
+    "alpha": ((0.08, 0.25, 0.0), -1.5, False),
+    "beta": ((0.02, 0.10, 0.03), -2.5, True),
+    "gamma": ((0.10, 0.0, -0.01), -0.5, True),
+    SHADOW: ((0.05, 0.05, 0.01), -1.0, False),
+}
+
+
+@dataclass(frozen=True)
+class VariantModel:
+    """One variant's ONNX model and what the service would log for it."""
+
+    sha256: str
+    weights: tuple[float, ...]
+    bias: float
+    classifier: bool
+
+    def answer(self, features: dict[str, float]) -> tuple[float, list[float] | None]:
+        """The logged ``prediction`` and ``scores`` for one request."""
+        z = sum(w * features[name] for w, name in zip(self.weights, FEATURES, strict=True))
+        p = float(np.float32(1.0 / (1.0 + np.exp(-(z + self.bias)))))
+        if self.classifier:
+            return float(p > 0.5), [1.0 - p, p]
+        return p, None
+
+
+def logistic_onnx(weights: tuple[float, ...], bias: float, *, classifier: bool) -> bytes:
+    """``sigmoid(x @ w + b)`` for ``x: [N, d]``: one ``score [N, 1]``, or ``label [N]`` and
+    ``probabilities [N, 2]`` like a scikit-learn classifier exported with skl2onnx."""
+    d = len(weights)
+    w = numpy_helper.from_array(np.asarray(weights, dtype=np.float32).reshape(d, 1), "w")
+    b = numpy_helper.from_array(np.asarray([bias], dtype=np.float32), "b")
+    one = numpy_helper.from_array(np.asarray([1.0], dtype=np.float32), "one")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p" if classifier else "score"]),
+    ]
+    if classifier:
+        nodes += [
+            helper.make_node("Sub", ["one", "p"], ["q"]),
+            helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+            helper.make_node("ArgMax", ["probabilities"], ["label"], axis=1, keepdims=0),
+        ]
+        outputs = [
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+            helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2]),
+        ]
+    else:
+        outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N", 1])]
+    graph = helper.make_graph(
+        nodes,
+        "logistic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d])],
+        outputs,
+        initializer=[w, b, one],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def write_models(models_dir: Path) -> dict[str, VariantModel]:
+    """Store each variant's model as ``<sha256>.onnx``, as the service does."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for variant, (weights, bias, classifier) in MODELS.items():
+        body = logistic_onnx(weights, bias, classifier=classifier)
+        sha256 = hashlib.sha256(body).hexdigest()
+        (models_dir / f"{sha256}.onnx").write_bytes(body)
+        written[variant] = VariantModel(sha256, weights, bias, classifier)
+    return written
 
 
 @dataclass
@@ -63,6 +145,7 @@ class ArmTruth:
 class NotebookLake:
     """Where the generated lake lives, and what it holds."""
 
+    home: Path
     database_url: str
     root: Path
     experiment: str
@@ -91,6 +174,8 @@ def _prediction(
     features: dict[str, float],
     prediction: float | None,
     latency_ms: float,
+    scores: list[float] | None = None,
+    model_sha256: str | None = None,
 ) -> PredictionRow:
     failed = prediction is None
     return PredictionRow(
@@ -104,9 +189,9 @@ def _prediction(
         unit_id=None,
         features=features,
         prediction=prediction,
-        scores=None if failed else [1.0 - prediction, prediction],
+        scores=None if failed else scores,
         latency_ms=latency_ms,
-        model_sha256=f"{variant:0<64}"[:64],
+        model_sha256=model_sha256 or f"{variant:0<64}"[:64],
         provider="CPUExecutionProvider",
         status="error" if failed else "ok",  # type: ignore[arg-type]
         error="RuntimeError: the model failed." if failed else None,
@@ -118,6 +203,7 @@ def _write_bandit_experiment(
     predictions: LakeWriter,
     feedback: LakeWriter,
     truth: dict[str, ArmTruth],
+    models: dict[str, VariantModel],
 ) -> tuple[int, int]:
     n_pred = n_fb = 0
     total = sum(n for _, n, _ in VERSIONS)
@@ -132,6 +218,7 @@ def _write_bandit_experiment(
             failed = arm == "gamma" and rng.random() < ERROR_RATE_GAMMA
             outcome = float(rng.random() < TRUE_RATE[arm])
             latency = float(LATENCY_MEDIAN_MS[arm] * rng.lognormal(0.0, 0.35))
+            answer, scores = models[arm].answer(features)
             predictions.append(
                 _prediction(
                     request_id,
@@ -142,14 +229,17 @@ def _write_bandit_experiment(
                     version=version,
                     propensity=weights[k],
                     features=features,
-                    prediction=None if failed else outcome,
+                    prediction=None if failed else answer,
                     latency_ms=latency,
+                    scores=scores,
+                    model_sha256=models[arm].sha256,
                 )
             )
             n_pred += 1
             truth[arm].served += 1
             truth[arm].errors += int(failed)
             if t % 2 == 0:
+                shadow_answer, shadow_scores = models[SHADOW].answer(features)
                 predictions.append(
                     _prediction(
                         request_id,
@@ -160,8 +250,10 @@ def _write_bandit_experiment(
                         version=version,
                         propensity=0.0,
                         features=features,
-                        prediction=float(rng.random() < 0.35),
+                        prediction=shadow_answer,
                         latency_ms=float(LATENCY_MEDIAN_MS[SHADOW] * rng.lognormal(0.0, 0.35)),
+                        scores=shadow_scores,
+                        model_sha256=models[SHADOW].sha256,
                     )
                 )
                 n_pred += 1
@@ -222,9 +314,11 @@ def _write_label_experiment(
 
 
 def build_lake(directory: Path, *, seed: int = 7) -> NotebookLake:
-    """Write the synthetic lake (SQLite manifest and Parquet files) under ``directory``."""
+    """Write a service data directory (``BANDITLAKE_HOME``) under ``directory``: the SQLite
+    manifest, the lake at its default root and the variants' model files."""
     database_url = f"sqlite:///{directory / 'banditlake.db'}"
-    root = directory / "lake"
+    root = default_lake_root(directory)
+    models = write_models(directory / "models")
     engine: Engine = create_engine(database_url)
     metadata.create_all(engine, tables=[metadata.tables["lake_files"]])
     predictions = LakeWriter(root, engine, table="predictions", writer_id="nb-pred")
@@ -232,14 +326,14 @@ def build_lake(directory: Path, *, seed: int = 7) -> NotebookLake:
     try:
         rng = np.random.default_rng(seed)
         truth = {arm: ArmTruth() for arm in ARMS}
-        n_pred, n_fb = _write_bandit_experiment(rng, predictions, feedback, truth)
+        n_pred, n_fb = _write_bandit_experiment(rng, predictions, feedback, truth, models)
         l_pred, l_fb = _write_label_experiment(rng, predictions, feedback)
     finally:
         predictions.close()
         feedback.close()
         engine.dispose()
     assert predictions.rows_dropped == 0 and feedback.rows_dropped == 0
-    return NotebookLake(database_url, root, "nb", n_pred + l_pred, n_fb + l_fb, truth)
+    return NotebookLake(directory, database_url, root, "nb", n_pred + l_pred, n_fb + l_fb, truth)
 
 
 @pytest.fixture(scope="session")
@@ -263,9 +357,14 @@ def kernel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lake_env(
     notebook_lake: NotebookLake, kernel_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[NotebookLake]:
-    """Point the notebooks (through the kernel's inherited environment) at the lake."""
-    monkeypatch.setenv("BANDITLAKE_DATABASE_URL", notebook_lake.database_url)
-    monkeypatch.setenv("BANDITLAKE_LAKE_URI", str(notebook_lake.root))
+    """Point the notebooks (through the kernel's inherited environment) at the lake.
+
+    ``BANDITLAKE_HOME`` alone, as the service finds its data directory; a test that wants
+    the explicit variables sets them itself.
+    """
+    monkeypatch.setenv("BANDITLAKE_HOME", str(notebook_lake.home))
+    monkeypatch.delenv("BANDITLAKE_DATABASE_URL", raising=False)
+    monkeypatch.delenv("BANDITLAKE_LAKE_URI", raising=False)
     monkeypatch.delenv("BANDITLAKE_EXPERIMENT", raising=False)
     monkeypatch.delenv("BANDITLAKE_REWARD", raising=False)
     # JUPYTER_PATH comes first in the kernelspec search path.

@@ -2,7 +2,9 @@
 
 A failing cell raises ``nbclient.exceptions.CellExecutionError``, which fails the test. After
 the notebook's own cells, a probe cell prints the notebook's results as JSON, so the tests
-assert numbers rather than scrape tables.
+assert numbers rather than scrape tables. The kernel starts in the data directory
+(``BANDITLAKE_HOME``) unless a test says otherwise, the hardest place to import ``lake``
+from, and every notebook must draw its charts (``image/png`` outputs, no network).
 """
 
 from __future__ import annotations
@@ -19,38 +21,68 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from tests.notebooks.conftest import ARMS, DRIFTED_FEATURE, LABEL_EXPERIMENT, SHADOW, NotebookLake
+from tests.notebooks.conftest import (
+    ARMS,
+    DRIFTED_FEATURE,
+    LABEL_EXPERIMENT,
+    SHADOW,
+    NotebookLake,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ("experiment_readout.ipynb", "off_policy_evaluation.ipynb", "latency_drift.ipynb")
+NAMES = (
+    "experiment_readout.ipynb",
+    "off_policy_evaluation.ipynb",
+    "latency_drift.ipynb",
+    "variant_explanations.ipynb",
+)
 # Notebooks reach the lake through the public APIs only: no service, no SQL models.
-ALLOWED_IMPORTS = {"bandit", "lake", "numpy", "polars", "duckdb", "os", "pathlib", "datetime"}
+ALLOWED_IMPORTS = {
+    "bandit",
+    "lake",
+    "numpy",
+    "polars",
+    "duckdb",
+    "os",
+    "pathlib",
+    "datetime",
+    "matplotlib",
+    "onnxruntime",
+    "shap",
+}
 
 
-def execute(name: str, probe: str) -> tuple[str, dict[str, Any]]:
-    """Run notebook ``name`` plus a probe cell; return its text output and the probe's JSON."""
+def execute(name: str, probe: str, *, cwd: Path) -> tuple[str, dict[str, Any], int]:
+    """Run notebook ``name`` with the kernel in ``cwd``, plus a probe cell.
+
+    Returns the notebook's text output, the probe's JSON and the number of PNG images drawn.
+    """
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     nb.cells.append(
         new_code_cell(
-            f"import json as _json, sys as _sys\nprint(_json.dumps({probe}, default=str))"
+            "import json as _json, os as _os, sys as _sys\n"
+            f"print(_json.dumps({{'cwd': _os.getcwd(), **{probe}}}, default=str))"
         )
     )
     client = NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
     )
     client.execute()
     texts = []
+    images = 0
     for cell in nb.cells[:-1]:
         for output in cell.get("outputs", []):
             if output["output_type"] == "stream":
                 texts.append(output["text"])
             elif "data" in output:
                 texts.append(output["data"].get("text/plain", ""))
+                images += "image/png" in output["data"]
     probe_output = "".join(o["text"] for o in nb.cells[-1].outputs if o["output_type"] == "stream")
     result: dict[str, Any] = json.loads(probe_output)
     assert result.pop("python") == sys.executable, "the kernel must run this interpreter"
-    return "\n".join(texts), result
+    assert result.pop("cwd") == str(cwd)
+    return "\n".join(texts), result, images
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -73,13 +105,17 @@ def test_notebook_is_clean_and_uses_public_apis_only(name: str) -> None:
 
 
 def test_experiment_readout(lake_env: NotebookLake) -> None:
-    text, result = execute(
+    text, result, images = execute(
         "experiment_readout.ipynb",
         '{"python": _sys.executable, "experiment": EXPERIMENT, "control": CONTROL, "kind": KIND,'
         ' "summary": summary.to_dicts(), "ipw": ipw_records, "leader": LEADER,'
         ' "prob_best": bayes.prob_best.tolist(), "srm_p": srm.p_value, "observed": observed,'
-        ' "tests": len(tests), "sequential": [s.decision for s in sequential]}',
+        ' "tests": len(tests), "sequential": [s.decision for s in sequential],'
+        ' "regret": REGRET}',
+        cwd=lake_env.home,
     )
+    # Reward with intervals, posterior densities, cumulative regret, allocation over time.
+    assert images == 4
     assert result["experiment"] == "nb"  # the experiment with the most predictions
     assert result["control"] == "alpha"
     assert result["kind"] == "binary"
@@ -107,17 +143,29 @@ def test_experiment_readout(lake_env: NotebookLake) -> None:
     assert SHADOW not in text
     assert "Leader: beta" in text
     assert "SRM: chi2" in text and "(no mismatch)" in text
+    regret = result["regret"]
+    assert regret["requests"] == sum(truth.served for truth in lake_env.arms.values())
+    assert 0.0 <= regret["low"] <= regret["median"] <= regret["high"]
+    # The allocation moved toward beta, so it cost less than a uniform split would have.
+    assert regret["median"] < regret["uniform"]
 
 
 def test_experiment_readout_scores_label_feedback(
     lake_env: NotebookLake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BANDITLAKE_EXPERIMENT", LABEL_EXPERIMENT)
-    text, result = execute(
+    # The explicit variables instead of BANDITLAKE_HOME, and Jupyter's usual directory.
+    monkeypatch.delenv("BANDITLAKE_HOME")
+    monkeypatch.setenv("BANDITLAKE_DATABASE_URL", lake_env.database_url)
+    monkeypatch.setenv("BANDITLAKE_LAKE_URI", str(lake_env.root))
+    text, result, images = execute(
         "experiment_readout.ipynb",
         '{"python": _sys.executable, "rule": [RULE.kind, RULE.metric], "kind": KIND,'
-        ' "summary": summary.to_dicts()}',
+        ' "summary": summary.to_dicts(), "lake": LAKE_URI}',
+        cwd=NOTEBOOKS,
     )
+    assert result["lake"] == str(lake_env.root)
+    assert images == 4
     # The feedback carries labels and NULL rewards: the readout infers accuracy.
     assert result["rule"] == ["label", "accuracy"]
     assert result["kind"] == "binary"
@@ -130,12 +178,14 @@ def test_experiment_readout_scores_label_feedback(
 
 
 def test_off_policy_evaluation(lake_env: NotebookLake) -> None:
-    text, result = execute(
+    text, result, images = execute(
         "off_policy_evaluation.ipynb",
         '{"python": _sys.executable, "estimates": estimates.to_dicts(),'
         ' "observed_mean": float(reward.mean()), "best": best_policy, "shape": action_dist('
         'policies["uniform"]).shape}',
+        cwd=lake_env.home,
     )
+    assert images == 1  # every estimator per policy, dr with its interval
     estimates = {row["policy"]: row for row in result["estimates"]}
     assert set(estimates) == {
         "logged (as served)",
@@ -163,11 +213,15 @@ def test_off_policy_evaluation(lake_env: NotebookLake) -> None:
 
 
 def test_latency_drift(lake_env: NotebookLake) -> None:
-    text, result = execute(
+    text, result, images = execute(
         "latency_drift.ipynb",
         '{"python": _sys.executable, "drifted": DRIFTED, "drift": drift_table.to_dicts(),'
-        ' "latency": latency.to_dicts(), "bucket": BUCKET, "buckets": p95.height}',
+        ' "latency": latency.to_dicts(), "bucket": BUCKET, "buckets": p95.height,'
+        ' "predictions": prediction_drift.to_dicts()}',
+        cwd=lake_env.home,
     )
+    # Latency percentiles and error rate over time, feature drift, prediction drift.
+    assert images == 4
     assert result["drifted"] == [DRIFTED_FEATURE]
     drift = {row["feature"]: row for row in result["drift"]}
     assert set(drift) == {"tenure", "clicks", DRIFTED_FEATURE}
@@ -188,3 +242,45 @@ def test_latency_drift(lake_env: NotebookLake) -> None:
     assert latency["alpha"]["error_rate"] == 0.0
     # Three hours of traffic: 15-minute buckets, twelve of them.
     assert (result["bucket"], result["buckets"]) == ("15 minutes", 12)
+
+    # beta and gamma weigh the drifted feature, alpha ignores it.
+    predictions = {row["variant"]: row for row in result["predictions"]}
+    assert set(predictions) == {*ARMS, SHADOW}
+    assert predictions[SHADOW]["role"] == "shadow"
+    assert not predictions["alpha"]["drifted"]
+    assert predictions["beta"]["drifted"] and predictions["gamma"]["drifted"]
+    assert predictions["beta"]["psi"] > 5 * predictions["alpha"]["psi"]
+    assert "Variants whose predictions drifted (PSI > 0.2): beta, " in text
+
+
+def test_variant_explanations(lake_env: NotebookLake) -> None:
+    text, result, images = execute(
+        "variant_explanations.ipynb",
+        '{"python": _sys.executable, "leader": LEADER, "checks": checks.to_dicts(),'
+        ' "summary": summary, "importance": importance_table.to_dicts(),'
+        ' "shift": shift.to_dicts()}',
+        cwd=lake_env.home,
+    )
+    # Side by side, first window against last, the leader's beeswarm.
+    assert images == 3
+    assert result["leader"] == "beta"
+    checks = {row["variant"]: row for row in result["checks"]}
+    assert set(checks) == {*ARMS, SHADOW}
+    # Each model was found by its checksum and reproduces what the lake logged for it.
+    assert all(row["explained"] and row["reproduced"] == 1.0 for row in checks.values())
+    outputs = {name: row["output"] for name, row in checks.items()}
+    assert outputs == {
+        "alpha": "score",
+        "beta": "probabilities",
+        "gamma": "probabilities",
+        SHADOW: "score",
+    }
+    assert all(row["additive"] and row["requests"] == 100 for row in result["summary"])
+    importance = {row["feature"]: row for row in result["importance"]}
+    assert importance[DRIFTED_FEATURE]["alpha"] == 0.0  # alpha's model ignores spend
+    assert importance[DRIFTED_FEATURE]["beta"] > 0.0
+    shift = {row["variant"]: row for row in result["shift"]}
+    # spend drifted to where beta's weight on it dominates its answers.
+    assert shift["beta"]["top_last"] == DRIFTED_FEATURE
+    assert shift["beta"]["moved"] > shift["alpha"]["moved"]
+    assert "Leader (largest weight in the latest allocation): beta" in text
