@@ -55,19 +55,23 @@ pytest: $(VENV)/.installed-dev browser
 
 test: lint typecheck pytest
 
-# Regenerate both locks from pyproject.toml: the dev lock holds every extra, the run lock
-# the demo extra, constrained by the dev lock so `make run` and `make test` agree. One
-# universal resolution (every platform, Python >= 3.11) with hashes, from PyPI only; pins
-# already in a lock are kept unless pyproject.toml rules them out, and `make lock
-# UPGRADE=1` moves everything to the newest. tests/test_lock.py checks the result.
-UV_COMPILE = $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --quiet --universal \
-	--python-version 3.11 --generate-hashes --index-url https://pypi.org/simple \
-	--custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+# Regenerate both locks from pyproject.toml: the dev lock holds the dev and demo extras,
+# the run lock the demo extra, constrained by the dev lock so `make run` and `make test`
+# agree (other extras, such as notebooks, install from pyproject's ranges). Resolved with
+# hashes from PyPI only, for CPython 3.11 on x86_64 Linux (glibc 2.28 or newer): what CI
+# runs. A universal resolution would pin numba 0.53 (2021) for shap, because newer numba
+# caps requires-python and pyproject's range has no cap. Pins already in a lock are kept
+# unless pyproject.toml rules them out; `make lock UPGRADE=1` moves everything to the
+# newest. tests/test_lock.py checks the result.
+UV_COMPILE = $(VENV)/lock-tools/bin/uv pip compile pyproject.toml --quiet \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	--index-url https://pypi.org/simple --custom-compile-command 'make lock' \
+	$(if $(UPGRADE),--upgrade)
 
 lock: | $(BIN)/python
 	@test -x $(VENV)/lock-tools/bin/uv || { $(BIN)/python -m venv $(VENV)/lock-tools && \
 	  $(VENV)/lock-tools/bin/python -m pip install --quiet uv==$(UV_VERSION); }
-	$(UV_COMPILE) --all-extras --output-file $(DEV_LOCK)
+	$(UV_COMPILE) --extra dev --extra demo --output-file $(DEV_LOCK)
 	$(UV_COMPILE) --extra demo --constraint $(DEV_LOCK) --output-file $(RUN_LOCK)
 
 bench: $(VENV)/.installed-dev

@@ -142,3 +142,20 @@ def test_make_run_says_what_it_does_without_alembic_or_onnxruntime_noise(tmp_pat
     for variant in ("logreg", "naive-bayes", "tree-depth4"):
         (line,) = [ln for ln in serve.splitlines() if f"variant digits/{variant} on " in ln]
         assert re.search(r" on (CPU|CUDA)ExecutionProvider \(.+\)$", line), line
+
+
+def test_next_steps_name_the_urls_and_the_data_without_credentials(tmp_path: Path) -> None:
+    from api.next_steps import next_steps
+    from tests.conftest import make_settings
+
+    embedded = make_settings(tmp_path, f"sqlite:///{tmp_path / 'banditlake.db'}")
+    assert next_steps(embedded, host="0.0.0.0", port=9000) == [
+        "  dashboard  http://127.0.0.1:9000/dashboard",
+        "  API docs   http://127.0.0.1:9000/docs",
+        f"  data       {tmp_path.resolve()} (SQLite store, Parquet lake, model files)",
+    ]
+    remote = make_settings(tmp_path, "postgresql+psycopg://bl:s3cret@db.internal:5432/bl")
+    (data,) = [line for line in next_steps(remote, host="::1", port=80) if "data" in line]
+    assert "s3cret" not in data
+    assert data.startswith("  data       store db.internal:5432/bl, lake ")
+    assert "http://[::1]:80/docs" in next_steps(remote, host="::1", port=80)[1]
