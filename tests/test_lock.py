@@ -154,4 +154,7 @@ def test_the_installed_environment_is_the_locked_one() -> None:
             continue
         if installed != pin.version:
             differ[pin.name] = f"{installed} installed, {pin.version} locked"
-    assert differ == {}, "reinstall with `make install-dev` after `make lock`"
+    assert differ == {}, (
+        "the venv differs from requirements/dev.lock: .venv/bin/pip install --require-hashes "
+        "-r requirements/dev.lock"
+    )
