@@ -73,7 +73,7 @@ def make_settings(home: Path, database_url: str, **overrides: object) -> Setting
     values: dict[str, object] = {
         "home": home,
         "database_url": database_url,
-        "lake_uri": str(home / "lake"),
+        "lake_uri": str(home / "inference-lake"),  # the service's default under home
         "device": "cpu",
         **overrides,
     }
