@@ -355,3 +355,37 @@ def test_the_progress_bar_writes_a_line_per_tenth_elsewhere() -> None:
     assert len(lines) == 10
     assert lines[0] == "[###...........................]  10%  10/100 requests"
     assert lines[-1].endswith("100%  100/100 requests")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name",
+    [
+        "experiment_readout.ipynb",
+        "off_policy_evaluation.ipynb",
+        "latency_drift.ipynb",
+        "variant_explanations.ipynb",
+    ],
+)
+def test_every_notebook_charts_the_demo_lake_from_its_data_directory(
+    runs: Runs, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo's own lake, found from BANDITLAKE_HOME alone, with the kernel started in
+    # the data directory (where a lake/ folder once shadowed the package).
+    import nbformat
+    from nbclient import NotebookClient
+
+    for variable in ("BANDITLAKE_DATABASE_URL", "BANDITLAKE_LAKE_URI", "BANDITLAKE_EXPERIMENT"):
+        monkeypatch.delenv(variable, raising=False)
+    home = runs.settings.home
+    monkeypatch.setenv("BANDITLAKE_HOME", str(home))
+    notebook = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / name, 4)
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(home)}}
+    ).execute()
+    outputs = [o for cell in notebook.cells for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert images, f"{name} drew no chart on the demo's lake"
+    text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert EXPERIMENT in text or any(EXPERIMENT in str(o.get("data", "")) for o in outputs)
