@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 
@@ -12,6 +13,7 @@ __all__ = ["render_summary"]
 
 _WIDTH = 100
 _REASON_INDENT = " " * 8
+_NUMBERS = re.compile(r"\d+(\.\d+)?")
 
 
 def _number(value: float | None, spec: str = ".3f") -> str:
@@ -19,19 +21,27 @@ def _number(value: float | None, spec: str = ".3f") -> str:
 
 
 def _history(history: Sequence[AllocationOut]) -> list[str]:
-    """One entry per change of weights: a run of versions that kept them is one line."""
+    """One entry per visible change of weights; a reason only when its wording changes.
+
+    A run of versions whose weights print alike (two decimals) is one line, and a reason
+    that differs from the last one printed only in its numbers is not repeated: the
+    history then fits on a screen however many times the demo reallocated.
+    """
     lines = ["Allocation history (oldest first):"]
+    said = ""
     i = 0
     while i < len(history):
         row = history[i]
-        weights = "  ".join(f"{name} {weight:.3f}" for name, weight in row.weights.items())
+        weights = "  ".join(f"{name} {weight:.2f}" for name, weight in row.weights.items())
         lines.append(f"  v{row.version:<3d} {weights}")
-        lines += textwrap.wrap(
-            row.reason,
-            width=_WIDTH,
-            initial_indent=_REASON_INDENT,
-            subsequent_indent=_REASON_INDENT,
-        )
+        if _wording(row.reason) != said:
+            said = _wording(row.reason)
+            lines += textwrap.wrap(
+                row.reason,
+                width=_WIDTH,
+                initial_indent=_REASON_INDENT,
+                subsequent_indent=_REASON_INDENT,
+            )
         last = i
         while last + 1 < len(history) and _shown(history[last + 1]) == _shown(row):
             last += 1
@@ -44,9 +54,13 @@ def _history(history: Sequence[AllocationOut]) -> list[str]:
     return lines
 
 
+def _wording(reason: str) -> str:
+    return _NUMBERS.sub("#", reason)
+
+
 def _shown(row: AllocationOut) -> dict[str, str]:
-    """The weights as printed: versions that differ only past the third decimal look alike."""
-    return {name: f"{weight:.3f}" for name, weight in row.weights.items()}
+    """The weights as printed: versions that differ only past the second decimal look alike."""
+    return {name: f"{weight:.2f}" for name, weight in row.weights.items()}
 
 
 def _variant_line(variant: VariantReport, offline: float | None, width: int) -> str:

@@ -7,6 +7,7 @@ then a second run must reuse the experiment without duplicating anything.
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
@@ -181,6 +182,11 @@ def test_the_summary_shows_history_accuracies_verdict_and_dashboard(runs: Runs) 
         first = int(match[1])
         shown += range(first, int(match[2] or first) + 1)
     assert shown == sorted(row["version"] for row in runs.first.history)
+    # A reason is printed again only when its wording changes, not for new numbers.
+    reasons = [line for line in lines if line.startswith("        Thompson sampling")]
+    shapes = [re.sub(r"\d+(\.\d+)?", "#", line) for line in reasons]
+    assert all(a != b for a, b in itertools.pairwise(shapes))
+    assert len(reasons) < len(runs.first.history) - 1
     for name in VARIANTS:
         (line,) = [line for line in lines if line.startswith(f"  {name} ")]
         assert f"{runs.first.accuracy(name):.3f}" in line
