@@ -479,7 +479,8 @@ class ServingService:
 
     def check_feedback(
         self, request_id: str, reward: float | None, label: float | str | None, field: str
-    ) -> FeedbackRow:
+    ) -> tuple[FeedbackRow, str]:
+        """The row to store and the name of the experiment the request id belongs to."""
         exp_id = self.request_ids.experiment_of(request_id)
         if exp_id is None:
             msg = (
@@ -504,7 +505,7 @@ class ServingService:
                 )
                 raise InvalidRequestError(msg, code="invalid_label")
             text = label if isinstance(label, str) else repr(float(label))
-            return FeedbackRow(request_id, datetime.now(UTC), None, text)
+            return FeedbackRow(request_id, datetime.now(UTC), None, text), exp.name
         if reward is None or label is not None:
             msg = (
                 f"{field}: experiment {exp.name!r} takes a numeric reward, not a label; "
@@ -520,7 +521,7 @@ class ServingService:
                 "rewards."
             )
             raise InvalidRequestError(msg, code="invalid_reward")
-        return FeedbackRow(request_id, datetime.now(UTC), float(reward), None)
+        return FeedbackRow(request_id, datetime.now(UTC), float(reward), None), exp.name
 
     def feedback(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
         """Check every item, then store each request id's first feedback once.
@@ -533,14 +534,11 @@ class ServingService:
             self.check_feedback(rid, reward, label, f"items.{i}" if len(items) > 1 else "body")
             for i, (rid, reward, label) in enumerate(items)
         ]
-        fresh = [row for row in rows if self._feedback_seen.add(row.request_id)]
-        for row in fresh:
+        fresh = [(row, exp) for row, exp in rows if self._feedback_seen.add(row.request_id)]
+        for row, _ in fresh:
             self.feedback_writer.append(row)
-        for row in fresh:
-            exp_id = self.request_ids.experiment_of(row.request_id)
-            exp = self._runtime.by_id.get(exp_id) if exp_id is not None else None
-            if exp is not None:
-                self.metrics.feedback.labels(exp.name).inc()
+        for _, exp in fresh:
+            self.metrics.feedback.labels(exp).inc()
         duplicates = len(rows) - len(fresh)
         if duplicates:
             self.metrics.feedback_duplicates.inc(duplicates)
