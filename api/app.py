@@ -15,11 +15,12 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
+from api.control.variants import sync_pool
 from api.deps import MetricsDep
 from api.errors import install_handlers
-from api.lake_stats import LakeStats
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
-from api.reallocation import Reallocator
+from api.reallocation.lake_views import LakeStats
+from api.reallocation.loop import Reallocator
 from api.routes import allocations, dashboard, docs, experiments, landing, ops, serving, variants
 from api.serving.pool import ModelPool
 from api.serving.request_ids import RequestIds
@@ -28,7 +29,6 @@ from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.secrets import shared_secret
-from api.variants import sync_pool
 from lake.janitor import janitor
 from lake.writer import LakeWriter
 

@@ -88,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if settings.reallocate:
         import multiprocessing
 
-        from api.reallocation_worker import run_child
+        from api.reallocation.worker import run_child
 
         # The loop reads the lake and runs the statistics: its own process keeps that
         # work off the serving processes' event loops.
@@ -112,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_reallocator(_: argparse.Namespace) -> None:
-    from api.reallocation_worker import run_process
+    from api.reallocation.worker import run_process
 
     _settings()
     run_process()

@@ -30,7 +30,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.lake_stats import reward_rule  # noqa: E402
+from api.reallocation.lake_views import reward_rule  # noqa: E402
 from benchmarks.reallocation import FILE_ROWS, SPAN, T0, LakeBuilder, bench_experiment  # noqa: E402
 from lake.dashboard import feature_drift, time_buckets  # noqa: E402
 from lake.reader import open_lake  # noqa: E402

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api import experiments  # noqa: E402
+from api.control import experiments  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.store.migrate import upgrade  # noqa: E402
 from api.store.models import Experiment  # noqa: E402

@@ -44,7 +44,7 @@ from api.client._models import (
     RowError,
 )
 from api.client._sync import Client
-from api.report import Report
+from api.readout.report import Report
 from api.schemas import (
     AllocationOut,
     ExperimentOut,

@@ -18,7 +18,7 @@ from api.client._base import (
 )
 from api.client._calls import Call, Features, ModelSource
 from api.client._models import FailedPrediction, Feedback, FeedbackAck, FeedbackBatchAck, Prediction
-from api.report import Report
+from api.readout.report import Report
 from api.schemas import (
     AllocationOut,
     ExperimentOut,

@@ -25,7 +25,7 @@ from api.client._models import (
     FeedbackBatchAck,
     Prediction,
 )
-from api.report import Report
+from api.readout.report import Report
 from api.schemas import (
     AllocationOut,
     ExperimentOut,

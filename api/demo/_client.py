@@ -28,7 +28,7 @@ from api.client import (
     TransportError,
 )
 from api.demo.errors import DemoError
-from api.report import Report
+from api.readout.report import Report
 from api.schemas import (
     AllocationOut,
     ExperimentCreate,

@@ -22,7 +22,7 @@ from api.demo._server import BackgroundServer
 from api.demo._summary import render_summary
 from api.demo.errors import DemoError
 from api.next_steps import next_steps
-from api.report import Report
+from api.readout.report import Report
 from api.schemas import AllocationOut, ExperimentCreate, ExperimentOut, PolicySpec, RewardSpec
 from api.serving.sessions import Device, provider_reason
 from api.settings import Settings

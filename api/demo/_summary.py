@@ -6,7 +6,7 @@ import re
 import textwrap
 from collections.abc import Mapping, Sequence
 
-from api.report import Report, VariantReport
+from api.readout.report import Report, VariantReport
 from api.schemas import AllocationOut
 
 __all__ = ["render_summary"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
 
-from api import allocations, experiments
+from api.control import allocation_versions, experiments
 from api.deps import AdminDep, SessionDep
 from api.errors import ConflictError, NotFoundError
-from api.reallocation import Reallocator
-from api.report import Report, build_report
+from api.readout.report import Report, build_report
+from api.reallocation.loop import Reallocator
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import AllocationOut, AllocationPut, PromoteBody
@@ -38,7 +38,7 @@ def get_allocation(name: str, session: SessionDep, _: AdminDep) -> AllocationOut
     made, by whom, and the statistics the policy used. An experiment that never ran has
     none (404 `no_allocation`)."""
     experiment = experiments.get_experiment(session, name)
-    row = allocations.current_allocation(session, experiment)
+    row = allocation_versions.current_allocation(session, experiment)
     if row is None:
         msg = f"Experiment {name!r} has no allocation yet; it gets one when it starts running."
         raise NotFoundError(msg, code="no_allocation")
@@ -60,8 +60,10 @@ def put_allocation(
     if experiment.status == "stopped":
         msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
         raise ConflictError(msg, code="experiment_stopped")
-    weights = allocations.validate_weights(body.weights, allocations.active_arms(experiment))
-    row = allocations.record_allocation(
+    weights = allocation_versions.validate_weights(
+        body.weights, allocation_versions.active_arms(experiment)
+    )
+    row = allocation_versions.record_allocation(
         session, experiment, weights, reason=body.reason or "manual allocation", author=actor
     )
     session.commit()
@@ -80,7 +82,7 @@ def allocation_history(
     """Every allocation version, newest first (at most `limit`), with its reason, author
     and the statistics the policy used."""
     experiment = experiments.get_experiment(session, name)
-    return [_out(row) for row in allocations.history(session, experiment, limit=limit)]
+    return [_out(row) for row in allocation_versions.history(session, experiment, limit=limit)]
 
 
 @router.post(
@@ -93,7 +95,7 @@ def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) 
     """Write a new allocation version that gives the variant, an active arm, all the
     traffic. Roll back to undo it."""
     experiment = experiments.get_experiment(session, name)
-    arms = allocations.active_arms(experiment)
+    arms = allocation_versions.active_arms(experiment)
     if body.variant not in arms:
         msg = f"Variant {body.variant!r} is not an active arm of {name!r} (active arms: {arms})."
         raise ConflictError(msg, code="not_an_active_arm")
@@ -101,7 +103,7 @@ def promote(name: str, body: PromoteBody, session: SessionDep, actor: AdminDep) 
         msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
         raise ConflictError(msg, code="experiment_stopped")
     weights = {arm: 1.0 if arm == body.variant else 0.0 for arm in arms}
-    row = allocations.record_allocation(
+    row = allocation_versions.record_allocation(
         session, experiment, weights, reason=f"promote {body.variant!r}", author=actor
     )
     session.commit()
@@ -121,12 +123,12 @@ def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
     if experiment.status == "stopped":
         msg = f"Experiment {name!r} is stopped; its allocation can no longer change."
         raise ConflictError(msg, code="experiment_stopped")
-    current = allocations.current_allocation(session, experiment)
+    current = allocation_versions.current_allocation(session, experiment)
     if current is None or current.version == 1:
         msg = f"Experiment {name!r} has no earlier allocation version to roll back to."
         raise ConflictError(msg, code="nothing_to_roll_back")
-    previous = allocations.get_version(session, experiment, current.version - 1)
-    arms = allocations.active_arms(experiment)
+    previous = allocation_versions.get_version(session, experiment, current.version - 1)
+    arms = allocation_versions.active_arms(experiment)
     gone = sorted(k for k, w in previous.weights.items() if w > 0 and k not in arms)
     if gone:
         msg = (
@@ -134,8 +136,8 @@ def rollback(name: str, session: SessionDep, actor: AdminDep) -> AllocationOut:
             f"{'is' if len(gone) == 1 else 'are'} no longer active; set the allocation by hand."
         )
         raise ConflictError(msg, code="rollback_inactive_arm")
-    weights = allocations.rebalance(previous.weights, arms)
-    row = allocations.record_allocation(
+    weights = allocation_versions.rebalance(previous.weights, arms)
+    row = allocation_versions.record_allocation(
         session,
         experiment,
         weights,

@@ -16,10 +16,11 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
 
-from api import dashboard, experiments
+from api.control import experiments
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import NotFoundError
-from api.report import Report, build_report
+from api.readout import panels
+from api.readout.report import Report, build_report
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, error_responses, ok
 from lake.reader import Lake, open_lake
@@ -49,7 +50,7 @@ LakeDep = Annotated[Lake, Depends(get_lake)]
 
 @router.get("/dashboard", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(STATIC / "dashboard.html", headers=_NO_CACHE)
+    return FileResponse(STATIC / "panels.html", headers=_NO_CACHE)
 
 
 @router.get("/dashboard/static/{path:path}", include_in_schema=False)
@@ -68,10 +69,10 @@ async def asset(path: str) -> FileResponse:
 )
 def experiment_list(
     request: Request, _: AdminDep, session: SessionDep
-) -> list[dashboard.ExperimentSummary]:
+) -> list[panels.ExperimentSummary]:
     """One line per experiment for the dashboard's list: status, reward, policy, variants,
     requests so far and the report's verdict."""
-    return dashboard.summaries(session, request.app.state.lake_stats)
+    return panels.summaries(session, request.app.state.lake_stats)
 
 
 @router.get(
@@ -92,11 +93,11 @@ def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Rep
 )
 def allocation_history(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep
-) -> dashboard.AllocationHistory:
+) -> panels.AllocationHistory:
     """Every allocation version as a step of the allocation chart: its weights, reason,
     author and, where the policy computed it, P(best) per arm."""
     experiment = experiments.get_experiment(session, name)
-    return dashboard.allocation_history(session, lake, experiment)
+    return panels.allocation_history(session, lake, experiment)
 
 
 @router.get(
@@ -112,11 +113,11 @@ def time_series(
     settings: SettingsDep,
     hours: Hours = 24,
     buckets: Buckets = 48,
-) -> dashboard.TimeSeries:
+) -> panels.TimeSeries:
     """Per variant and time bucket over the last `hours`: requests, errors and error rate,
     rewarded requests, reward mean with its interval, latency p50 and p99."""
     experiment = experiments.get_experiment(session, name)
-    return dashboard.time_series(
+    return panels.time_series(
         lake,
         experiment,
         hours=hours,
@@ -132,8 +133,8 @@ def time_series(
 )
 def drift(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep, hours: Hours = 24
-) -> dashboard.DriftOut:
+) -> panels.DriftOut:
     """Per feature: the population stability index of the requests in the last window of
     the last `hours` against the first window, flagged above the threshold."""
     experiment = experiments.get_experiment(session, name)
-    return dashboard.drift(lake, experiment, hours=hours)
+    return panels.drift(lake, experiment, hours=hours)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api import experiments
+from api.control import experiments
 from api.deps import AdminDep, SessionDep
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok

@@ -11,11 +11,11 @@ from typing import Annotated, Final
 
 from fastapi import APIRouter, File, Form, UploadFile, status
 
-from api import experiments, variants
+from api.control import experiments, variants
+from api.control.model_contract import MODEL_CONTRACT
+from api.control.model_spec import inspect_model
 from api.deps import AdminDep, PoolDep, SessionDep, SettingsDep
 from api.errors import InvalidRequestError, PayloadTooLargeError
-from api.model_contract import MODEL_CONTRACT
-from api.onnx_spec import inspect_model
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import VariantOut, VariantPatch

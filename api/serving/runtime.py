@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from api.allocations import current_allocation
+from api.control.allocation_versions import current_allocation
 from api.store.models import Experiment
 
 __all__ = ["ExperimentRuntime", "Runtime", "VariantRuntime", "build_runtime", "sticky_point"]

@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.control.variants import sync_pool
 from api.errors import (
     ConflictError,
     InvalidRequestError,
@@ -40,7 +41,6 @@ from api.serving.runtime import ExperimentRuntime, Runtime, VariantRuntime, buil
 from api.serving.sessions import LoadedModel
 from api.settings import Settings
 from api.store.models import AuditEvent
-from api.variants import sync_pool
 from lake.schemas import FeedbackRow, PredictionRow
 from lake.writer import LakeWriter
 

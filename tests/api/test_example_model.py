@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from api.cli import main
+from api.control.model_spec import inspect_model
 from api.example_model import OUTPUT, ExampleModelError, build_example_model
-from api.onnx_spec import inspect_model
 
 FEATURES = ["age", "tenure", "spend"]
 

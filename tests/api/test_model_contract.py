@@ -1,8 +1,8 @@
 """The model contract: one text in the README and the upload's API docs, true to the code.
 
-The README's "Model contract" section must be :data:`api.model_contract.MODEL_CONTRACT`
+The README's "Model contract" section must be :data:`api.control.model_contract.MODEL_CONTRACT`
 word for word, the upload endpoint's OpenAPI description must carry it, the facts it
-states must match :mod:`api.onnx_spec`, and its scikit-learn export must give a model
+states must match :mod:`api.control.model_spec`, and its scikit-learn export must give a model
 the service accepts.
 """
 
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api import onnx_spec
 from api.app import create_app
-from api.model_contract import MODEL_CONTRACT
+from api.control import model_spec
+from api.control.model_contract import MODEL_CONTRACT
 from api.routes.variants import UPLOAD_DESCRIPTION
 from api.settings import Settings
 from tests.api.helpers import create_experiment, error_code, start, upload
@@ -77,7 +77,7 @@ def _upload_description(app: Any) -> str:
 
 def test_readme_section_is_the_contract_word_for_word() -> None:
     assert _readme_section("Model contract") == MODEL_CONTRACT + "\n", (
-        "README.md's Model contract section and api/model_contract.py differ; edit the "
+        "README.md's Model contract section and api/control/model_contract.py differ; edit the "
         "constant and copy it into the README (or the other way round)."
     )
 
@@ -95,8 +95,8 @@ def test_readme_and_api_docs_state_each_key_fact(fact: str, document_app: Any) -
 
 
 def test_the_stated_facts_match_the_validation_code() -> None:
-    source = Path(onnx_spec.__file__).read_text()
-    assert sorted(onnx_spec._FLOAT_TYPES.values()) == ["float32", "float64"]
+    source = Path(model_spec.__file__).read_text()
+    assert sorted(model_spec._FLOAT_TYPES.values()) == ["float32", "float64"]
     for code in re.findall(r"\(`([a-z_]+)`\)", MODEL_CONTRACT):
         if code != "feature_out_of_range":  # checked per request, by the serving code
             assert f'code="{code}"' in source, code

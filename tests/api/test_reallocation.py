@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from api import leases
-from api.allocations import record_allocation
-from api.experiments import get_experiment
+from api.control import leases
+from api.control.allocation_versions import record_allocation
+from api.control.experiments import get_experiment
 from api.serving.pool import VariantKey
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from scipy import stats
 
-from api import allocations, experiments
+from api.control import allocation_versions, experiments
 from api.serving.sessions import DeviceUnavailableError
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
@@ -318,7 +318,9 @@ def test_new_allocation_versions_are_picked_up_without_restart(
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
         exp = experiments.get_experiment(session, "e")
-        allocations.record_allocation(session, exp, {"a": 0.0, "b": 1.0}, reason="t", author="t")
+        allocation_versions.record_allocation(
+            session, exp, {"a": 0.0, "b": 1.0}, reason="t", author="t"
+        )
         session.commit()
     engine.dispose()
     deadline = time.monotonic() + 5 * settings.allocation_refresh_ms / 1000

@@ -1,7 +1,7 @@
 """The dashboard's panels: typed JSON assembled from the SQL store, the report and the lake.
 
 Cumulative figures (tests, P(best), SRM, latency, error rate, the verdict) come from
-:func:`api.report.build_report`, which reads the incremental aggregates; the allocation
+:func:`api.readout.report.build_report`, which reads the incremental aggregates; the allocation
 history comes from the SQL store; time series and feature drift come from
 :mod:`lake.dashboard`, which reads only the lake files that overlap their windows.
 """
@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api import allocations
-from api.experiments import list_experiments
-from api.lake_stats import LakeStats, bandit_kind, reward_rule
-from api.report import ALPHA, build_report
+from api.control import allocation_versions
+from api.control.experiments import list_experiments
+from api.readout.report import ALPHA, build_report
+from api.reallocation.lake_views import LakeStats, bandit_kind, reward_rule
 from api.store.models import Experiment
 from bandit.frequentist import mean_interval
 from bandit.stats import ArmStats
@@ -167,7 +167,7 @@ def summaries(session: Session, stats: LakeStats) -> list[ExperimentSummary]:
 
 
 def allocation_history(session: Session, lake: Lake, experiment: Experiment) -> AllocationHistory:
-    rows = allocations.history(session, experiment, limit=10_000)
+    rows = allocation_versions.history(session, experiment, limit=10_000)
     steps = []
     for row in reversed(rows):
         stats = row.stats or {}

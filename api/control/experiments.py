@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from api import allocations
+from api.control import allocation_versions
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.policy_config import check_policy
 from api.schemas import (
@@ -116,7 +116,7 @@ def _initial_weights(experiment: Experiment, arms: list[str]) -> tuple[dict[str,
         weights = {arm: 0.0 for arm in arms}
         weights[candidate], weights[control] = share, 1.0 - share
         return weights, f"start: canary stage 1, {share:g} of traffic to {candidate!r}"
-    return allocations.equal_weights(arms), "start: equal weights over the active arms"
+    return allocation_versions.equal_weights(arms), "start: equal weights over the active arms"
 
 
 def _transition(session: Session, experiment: Experiment, target: str, *, actor: str) -> None:
@@ -129,13 +129,15 @@ def _transition(session: Session, experiment: Experiment, target: str, *, actor:
             f"{target!r}; allowed: {', '.join(allowed)}."
         )
         raise ConflictError(msg, code="invalid_transition")
-    if target == "running" and allocations.current_allocation(session, experiment) is None:
-        arms = allocations.active_arms(experiment)
+    if target == "running" and allocation_versions.current_allocation(session, experiment) is None:
+        arms = allocation_versions.active_arms(experiment)
         if not arms:
             msg = f"Experiment {experiment.name!r} has no active arm; upload a variant first."
             raise ConflictError(msg, code="no_active_arm")
         weights, reason = _initial_weights(experiment, arms)
-        allocations.record_allocation(session, experiment, weights, reason=reason, author=actor)
+        allocation_versions.record_allocation(
+            session, experiment, weights, reason=reason, author=actor
+        )
     session.add(
         AuditEvent(
             experiment_id=experiment.id,
@@ -162,7 +164,9 @@ def patch_experiment(
             # The next reallocation runs this policy; a draft's arms may still be
             # uploaded, and starting it checks them.
             config = policy_from_dict(body.policy.kind, params)
-            missing = _canary_arms_missing(experiment, config, allocations.active_arms(experiment))
+            missing = _canary_arms_missing(
+                experiment, config, allocation_versions.active_arms(experiment)
+            )
             if missing is not None:
                 raise InvalidRequestError(missing, code="canary_arms_missing")
         experiment.policy = {"kind": body.policy.kind, **params}
@@ -185,7 +189,7 @@ def patch_experiment(
 
 
 def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
-    current = allocations.current_allocation(session, experiment)
+    current = allocation_versions.current_allocation(session, experiment)
     return ExperimentOut(
         name=experiment.name,
         description=experiment.description,

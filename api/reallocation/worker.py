@@ -13,8 +13,8 @@ import threading
 from datetime import timedelta
 from types import FrameType
 
-from api.lake_stats import LakeStats
-from api.reallocation import Reallocator
+from api.reallocation.lake_views import LakeStats
+from api.reallocation.loop import Reallocator
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 

@@ -9,8 +9,8 @@ import numpy as np
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api import allocations
-from api.lake_stats import LakeStats, VariantView, bandit_kind
+from api.control import allocation_versions
+from api.reallocation.lake_views import LakeStats, VariantView, bandit_kind
 from api.store.models import Experiment
 from bandit.bayesian import bayes_summary
 from bandit.frequentist import compare_to_control, mean_interval
@@ -99,7 +99,7 @@ def _expected_counts(
 def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> Report:
     stats.refresh(session)
     kind = bandit_kind(experiment)
-    current = allocations.current_allocation(session, experiment)
+    current = allocation_versions.current_allocation(session, experiment)
     weights = dict(current.weights) if current else {}
     arm_rows = [v for v in experiment.variants if v.role == "arm"]
     shadow_rows = [v for v in experiment.variants if v.role == "shadow"]
@@ -168,7 +168,7 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     # Every version that served requests, not a page of the history: on a long
     # experiment the oldest versions would otherwise have no expected share.
     observed, expected = _expected_counts(
-        served, allocations.weights_by_version(session, experiment, served), names
+        served, allocation_versions.weights_by_version(session, experiment, served), names
     )
     srm = srm_test(observed, expected) if sum(observed) > 0 and len(names) > 1 else None
     srm_mismatch = srm is not None and srm.p_value < SRM_ALPHA

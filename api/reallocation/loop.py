@@ -18,9 +18,9 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import allocations, leases
+from api.control import allocation_versions, leases
 from api.errors import ConflictError
-from api.lake_stats import LakeStats, VariantView, bandit_kind
+from api.reallocation.lake_views import LakeStats, VariantView, bandit_kind
 from api.settings import Settings
 from api.store.models import AllocationRow, AuditEvent, Experiment
 from api.store.types import utcnow
@@ -120,7 +120,7 @@ class Reallocator:
         arm_rows = [v for v in experiment.variants if v.role == "arm" and v.status == "active"]
         views = self.stats.variants(experiment.name, [(v.name, "arm") for v in arm_rows])
         pulled = self._apply_guardrails(session, experiment, views, author)
-        names = allocations.active_arms(experiment)
+        names = allocation_versions.active_arms(experiment)
         if not names:
             msg = f"Experiment {experiment.name!r} has no active arm to allocate traffic to."
             raise ConflictError(msg, code="no_active_arm")
@@ -132,7 +132,7 @@ class Reallocator:
             config = dataclasses.replace(
                 config, min_weight=min(experiment.min_weight, 1.0 / len(names))
             )
-        current = allocations.current_allocation(session, experiment)
+        current = allocation_versions.current_allocation(session, experiment)
         version = (current.version + 1) if current else 1
         seed = _seed(experiment.name, version)
         kind = bandit_kind(experiment)
@@ -181,7 +181,7 @@ class Reallocator:
                     reason += f" Stopping rule met: auto-promoting {best!r}."
                 else:
                     reason += f" Stopping rule met: {best!r} is the winner."
-        row = allocations.record_allocation(
+        row = allocation_versions.record_allocation(
             session,
             experiment,
             weights,
@@ -218,7 +218,7 @@ class Reallocator:
             )
             now = utcnow()
             for experiment in running:
-                current = allocations.current_allocation(session, experiment)
+                current = allocation_versions.current_allocation(session, experiment)
                 due = (
                     current is None
                     or (now - current.created_at).total_seconds() >= experiment.reallocate_every_s

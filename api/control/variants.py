@@ -9,9 +9,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api import allocations
+from api.control import allocation_versions
+from api.control.model_spec import ModelSpec
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
-from api.onnx_spec import ModelSpec
 from api.schemas import VariantOut
 from api.serving.pool import ModelPool, VariantKey
 from api.store.models import AuditEvent, Experiment, Variant
@@ -144,7 +144,7 @@ def set_active(
         not active
         and variant.role == "arm"
         and experiment.status in ("running", "paused")
-        and allocations.active_arms(experiment) == [variant.name]
+        and allocation_versions.active_arms(experiment) == [variant.name]
     ):
         msg = (
             f"Variant {variant.name!r} is the last active arm of {experiment.status} experiment "
@@ -171,14 +171,14 @@ def set_active(
 def _reallocate_after_arm_change(
     session: Session, experiment: Experiment, what: str, actor: str
 ) -> None:
-    current = allocations.current_allocation(session, experiment)
+    current = allocation_versions.current_allocation(session, experiment)
     if current is None:
         return  # not started yet: the start creates version 1 over the arms active then
-    arms = allocations.active_arms(experiment)
+    arms = allocation_versions.active_arms(experiment)
     if not arms:
         return
-    weights = allocations.rebalance(current.weights, arms)
-    allocations.record_allocation(
+    weights = allocation_versions.rebalance(current.weights, arms)
+    allocation_versions.record_allocation(
         session,
         experiment,
         weights,

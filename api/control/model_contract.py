@@ -3,7 +3,7 @@
 The upload endpoint's OpenAPI description is built from :data:`MODEL_CONTRACT`, and the
 README's "Model contract" section is the same text, word for word
 (``tests/api/test_model_contract.py`` keeps them equal, checks the facts against
-:mod:`api.onnx_spec` and runs the scikit-learn export below).
+:mod:`api.control.model_spec` and runs the scikit-learn export below).
 """
 
 from __future__ import annotations
