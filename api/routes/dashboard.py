@@ -34,6 +34,9 @@ _ASSETS: Final = {
     p.relative_to(STATIC).as_posix(): p for p in sorted(STATIC.rglob("*")) if p.is_file()
 }
 _NO_CACHE: Final = {"Cache-Control": "no-cache"}
+# The page's scripts are ES modules, which browsers run only when served with a JavaScript
+# type; named here so a host's mime.types (or Windows registry) cannot say text/plain.
+_MEDIA_TYPES: Final = {".js": "text/javascript", ".css": "text/css"}
 
 Hours = Annotated[int, Query(ge=1, le=24 * 90, description="Window length in hours.")]
 Buckets = Annotated[int, Query(ge=1, le=1000, description="Number of time buckets.")]
@@ -50,7 +53,7 @@ LakeDep = Annotated[Lake, Depends(get_lake)]
 
 @router.get("/dashboard", include_in_schema=False)
 async def page() -> FileResponse:
-    return FileResponse(STATIC / "panels.html", headers=_NO_CACHE)
+    return FileResponse(STATIC / "dashboard.html", headers=_NO_CACHE)
 
 
 @router.get("/dashboard/static/{path:path}", include_in_schema=False)
@@ -59,7 +62,7 @@ async def asset(path: str) -> FileResponse:
     if found is None:
         msg = f"The dashboard has no file {path!r}."
         raise NotFoundError(msg, code="asset_not_found")
-    return FileResponse(found, headers=_NO_CACHE)
+    return FileResponse(found, headers=_NO_CACHE, media_type=_MEDIA_TYPES.get(found.suffix))
 
 
 @router.get(
