@@ -143,7 +143,7 @@ def test_the_page_and_its_assets_need_no_token(tmp_path: Path, sqlite_url: str) 
         assert "/dashboard/static/vendor/uPlot.iife.min.js" in page.text
         script = client.get("/dashboard/static/vendor/uPlot.iife.min.js")
         assert script.status_code == 200 and "uPlot" in script.text
-        assert client.get("/dashboard/static/dashboard.js").status_code == 200
+        assert client.get("/dashboard/static/dashboard/main.js").status_code == 200
         for path in ("/dashboard/static/nope.js", "/dashboard/static/..%2Froutes%2Fdashboard.py"):
             missing = client.get(path)
             assert missing.status_code == 404
