@@ -32,7 +32,7 @@ from api.store.secrets import shared_secret
 from lake.janitor import janitor
 from lake.writer import LakeWriter
 
-__all__ = ["create_app", "create_app_from_env"]
+__all__ = ["create_app", "create_app_from_env", "tune_gc_for_serving"]
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,27 @@ async def _reallocate_loop(reallocator: Reallocator) -> None:
             log.exception("the reallocation loop failed; retrying")
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the service. Heavy resources are created in the lifespan, not here."""
+def tune_gc_for_serving() -> None:
+    """Tune the garbage collector for a long-lived serving process (``banditlake serve``).
+
+    Everything built at start lives as long as the process: moving it out of the
+    collector's view turns full collections (measured at up to 160 ms on the serving
+    path) into scans of the per-request garbage only. Requests make short-lived garbage by
+    the thousand per second; collecting the young generation every 700 allocations (the
+    default) cost ~4% of the CPU (``benchmarks/serving.py``). It changes the whole
+    process, so only ``serve`` asks for it; an app built in a test or a notebook does not.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
+def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
+    """Build the service. Heavy resources are created in the lifespan, not here.
+
+    ``tune_gc`` applies :func:`tune_gc_for_serving` once the service is built (``serve``
+    does; tests and embedded uses leave the process's collector alone).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,14 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
         )
         reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
         app.state.reallocator = reallocator
-        # Everything built so far lives as long as the process: moving it out of the
-        # collector's view turns full collections (measured at up to 160 ms on the serving
-        # path) into scans of the per-request garbage only.
-        gc.collect()
-        gc.freeze()
-        # Requests make short-lived garbage by the thousand per second; collecting the
-        # young generation every 700 allocations (the default) cost ~4% of the CPU.
-        gc.set_threshold(20_000, 20, 20)
+        if tune_gc:
+            tune_gc_for_serving()
         tasks = [asyncio.get_running_loop().create_task(_refresh_loop(service, settings))]
         if settings.reallocate:
             tasks.append(asyncio.get_running_loop().create_task(_reallocate_loop(reallocator)))
@@ -150,9 +163,10 @@ def create_app(settings: Settings) -> FastAPI:
                 await asyncio.to_thread(writer.close, 30.0)
             service.sync_metrics()
             engine.dispose()
-            # Let the collector see everything again, so objects held by extension modules
-            # are released normally at exit.
-            gc.unfreeze()
+            if tune_gc:
+                # Let the collector see everything again, so objects held by extension
+                # modules are released normally at exit.
+                gc.unfreeze()
 
     app = FastAPI(
         title="banditlake",
@@ -195,5 +209,9 @@ def create_app(settings: Settings) -> FastAPI:
 
 
 def create_app_from_env() -> FastAPI:
-    """Entry point for ``uvicorn --factory`` with several workers: settings from the env."""
-    return create_app(Settings())
+    """Entry point of each worker of ``banditlake serve --workers N`` (``uvicorn --factory``).
+
+    A worker is a new process, so its settings come from the environment ``serve`` passed
+    on (see :func:`api.cli.worker_environment`).
+    """
+    return create_app(Settings(), tune_gc=True)

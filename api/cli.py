@@ -8,19 +8,18 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from api.auth import is_loopback
+from api.errors import CommandError
 from api.settings import Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("banditlake")
-
-
-class CliError(Exception):
-    """A one-sentence error for the user; printed without a traceback."""
 
 
 def _version() -> str:
@@ -40,7 +39,7 @@ def _settings() -> Settings:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "settings"
         msg = f"Invalid configuration: BANDITLAKE_{field.upper()}: {first['msg']}."
-        raise CliError(msg) from exc
+        raise CommandError(msg) from exc
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -60,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 f"Refusing to listen on {args.host} without BANDITLAKE_ADMIN_TOKEN and "
                 "BANDITLAKE_SERVE_TOKEN; set both or use --host 127.0.0.1."
             )
-            raise CliError(msg)
+            raise CommandError(msg)
     elif not settings.has_tokens:
         log.warning("no tokens set: serving loopback callers only on %s", args.host)
     if settings.device == "cuda":
@@ -73,17 +72,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 f"machine ({status.reason}); set BANDITLAKE_DEVICE=auto or cpu, or fix the "
                 "CUDA installation."
             )
-            raise CliError(msg)
+            raise CommandError(msg)
     if settings.is_sqlite:
         from api.store.migrate import upgrade
 
         upgrade(settings.database_url)
-    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its samples here and /metrics sums them over the workers.
-        directory = settings.home / "metrics" / f"serve-{os.getpid()}"
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     worker = None
     if settings.reallocate:
         import multiprocessing
@@ -91,20 +84,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from api.reallocation.worker import run_child
 
         # The loop reads the lake and runs the statistics: its own process keeps that
-        # work off the serving processes' event loops.
+        # work off the serving processes' event loops. It gets the settings as an argument.
         worker = multiprocessing.get_context("spawn").Process(
-            target=run_child, name="banditlake-reallocator", daemon=True
+            target=run_child, args=(settings,), name="banditlake-reallocator", daemon=True
         )
         worker.start()
-        os.environ["BANDITLAKE_REALLOCATE"] = "false"
     from api.next_steps import next_steps
 
     log.info(
         "once the service is up, open\n%s",
         "\n".join(next_steps(settings, host=args.host, port=args.port)),
     )
+    # The web processes serve; the loop above (if any) reallocates.
+    serving = settings.model_copy(update={"reallocate": False})
     try:
-        _run_uvicorn(args)
+        _run_uvicorn(args, serving)
     finally:
         if worker is not None:
             worker.terminate()
@@ -114,24 +108,48 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_reallocator(_: argparse.Namespace) -> None:
     from api.reallocation.worker import run_process
 
-    _settings()
-    run_process()
+    run_process(_settings())
 
 
-def _run_uvicorn(args: argparse.Namespace) -> None:
+def worker_environment(settings: Settings, *, pid: int) -> dict[str, str]:
+    """The variables ``serve --workers N`` adds to the environment its workers inherit.
+
+    uvicorn starts each worker as a new process that builds its app from an import
+    string (:func:`api.app.create_app_from_env`), so the environment is the only way in:
+    this is the one place that writes to it. The workers do not run the reallocation loop
+    (``serve`` runs it in its own process), and each writes its metric samples to a
+    directory that ``/metrics`` sums over (prometheus_client reads
+    ``PROMETHEUS_MULTIPROC_DIR`` itself).
+    """
+    env = {"BANDITLAKE_REALLOCATE": "false"}
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.home / "metrics" / f"serve-{pid}")
+    return env
+
+
+def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "api.app:create_app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="info",
-        # Every request is already in the lake and the metrics; a line per request on
-        # stderr costs more than the routing does.
-        access_log=args.access_log,
-    )
+    from api.app import create_app
+
+    # Every request is already in the lake and the metrics; a line per request on stderr
+    # costs more than the routing does.
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "access_log": args.access_log,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, tune_gc=True), **options)
+        return
+    env = worker_environment(settings, pid=os.getpid())
+    if "PROMETHEUS_MULTIPROC_DIR" in env:
+        directory = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+    os.environ.update(env)
+    uvicorn.run("api.app:create_app_from_env", factory=True, workers=args.workers, **options)
 
 
 def _floats(text: str) -> list[float]:
@@ -174,7 +192,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
             sigma=args.sigma,
         )
     except BanditError as exc:
-        raise CliError(str(exc).rstrip(".") + ".") from exc
+        raise CommandError(str(exc).rstrip(".") + ".") from exc
     # One summary feeds both outputs, so the JSON holds everything the text shows.
     statistics = {"mean": result.mean, "p5": result.p5, "p50": result.p50, "p95": result.p95}
     regret = {k: _significant(v) for k, v in statistics.items()}
@@ -203,30 +221,24 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from api.demo import DemoError, run_demo
+    from api.demo import run_demo
 
-    try:
-        run_demo(_settings(), rows=args.rows, port=args.port, seed=args.seed)
-    except DemoError as exc:
-        raise CliError(str(exc)) from exc
+    run_demo(_settings(), rows=args.rows, port=args.port, seed=args.seed)
 
 
 def cmd_example_model(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from api.example_model import OUTPUT, ExampleModelError, build_example_model
+    from api.example_model import OUTPUT, build_example_model
 
     features = [name.strip() for name in args.features.split(",")]
-    try:
-        model = build_example_model(features, kind=args.kind, seed=args.seed)
-    except ExampleModelError as exc:
-        raise CliError(str(exc)) from exc
+    model = build_example_model(features, kind=args.kind, seed=args.seed)
     out = Path(args.out)
     try:
         out.write_bytes(model.onnx)
     except OSError as exc:
         msg = f"Cannot write the model to {str(out)!r}: {exc.strerror or exc}."
-        raise CliError(msg) from exc
+        raise CommandError(msg) from exc
     print(  # noqa: T201
         f"wrote {out}: {model.description} on {model.rows} synthetic rows "
         f"(held-out accuracy {model.accuracy:.3f}); input X [N, {len(model.features)}] = "
@@ -335,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], None] = args.func
     try:
         func(args)
-    except CliError as exc:
+    except CommandError as exc:
         print(f"banditlake: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:

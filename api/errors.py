@@ -27,6 +27,16 @@ Errors of the other layers are mapped here too, so no route catches them:
   connection. Other SQLAlchemy errors are defects and stay 500 ``internal_error``.
 
 Routes and domain code raise these; only :func:`install_handlers` knows status codes.
+
+The commands have their own root, for errors that reach a person at a terminal rather
+than a client over HTTP::
+
+    CommandError                  one sentence, printed by ``banditlake`` without a
+    ├── DemoError                 traceback, exit status 2 (``api.cli.main``)
+    └── ExampleModelError
+
+A device that cannot start (``BANDITLAKE_DEVICE=cuda`` without a working CUDA) is an
+:class:`UnavailableError`: :class:`api.serving.sessions.DeviceUnavailableError`.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = [
+    "CommandError",
     "ConflictError",
     "ForbiddenError",
     "InvalidRequestError",
@@ -102,6 +113,10 @@ class ForbiddenError(ServiceError):
 class UnavailableError(ServiceError):
     status_code = 503
     code = "unavailable"
+
+
+class CommandError(Exception):
+    """A command cannot go on; the message says why in one sentence."""
 
 
 def _short(value: Any) -> str:

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from api.errors import CommandError
+
 __all__ = ["OUTPUT", "ExampleModel", "ExampleModelError", "ModelKind", "build_example_model"]
 
 ModelKind = Literal["gbm", "logistic"]
@@ -40,7 +42,7 @@ _OPSET = 17
 _TEST_SHARE = 0.25
 
 
-class ExampleModelError(Exception):
+class ExampleModelError(CommandError):
     """The example model cannot be built; the message says why in one sentence."""
 
 

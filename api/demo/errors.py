@@ -6,8 +6,10 @@ traceback and exits with status 2.
 
 from __future__ import annotations
 
+from api.errors import CommandError
+
 __all__ = ["DemoError"]
 
 
-class DemoError(Exception):
+class DemoError(CommandError):
     """The demo cannot go on; the message says why in one sentence."""

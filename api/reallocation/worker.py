@@ -49,18 +49,18 @@ def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None
         engine.dispose()
 
 
-def run_child() -> None:
+def run_child(settings: Settings) -> None:
     """Entry point of the process ``banditlake serve`` starts: it ends with its parent.
 
     It runs at a lower CPU priority: when cores are scarce, answering requests comes
     before recomputing statistics that are only due once a minute.
     """
     os.nice(5)
-    run_process(watch_parent=True)
+    run_process(settings, watch_parent=True)
 
 
-def run_process(*, watch_parent: bool = False) -> None:
-    """Run the loop with settings from the environment until SIGTERM or SIGINT."""
+def run_process(settings: Settings, *, watch_parent: bool = False) -> None:
+    """Run the loop with ``settings`` until SIGTERM or SIGINT."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -71,4 +71,4 @@ def run_process(*, watch_parent: bool = False) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    run_forever(Settings(), stop, parent=os.getppid() if watch_parent else None)
+    run_forever(settings, stop, parent=os.getppid() if watch_parent else None)

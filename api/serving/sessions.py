@@ -25,6 +25,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from api.errors import UnavailableError
+
 __all__ = [
     "CudaStatus",
     "DeviceUnavailableError",
@@ -45,8 +47,10 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 
-class DeviceUnavailableError(RuntimeError):
+class DeviceUnavailableError(UnavailableError):
     """``BANDITLAKE_DEVICE=cuda`` was asked for and CUDA does not work here."""
+
+    code = "device_unavailable"
 
 
 @dataclass(frozen=True, slots=True)
