@@ -240,7 +240,6 @@ class LakeWriter:
         self._known_dirs: set[Path] = set()
         self._backoff_s = 0.0
         self._last_error: str | None = None
-        self._last_error_at: datetime | None = None
         self._dropped_reported = 0
 
         self._wake = threading.Event()
@@ -289,59 +288,14 @@ class LakeWriter:
         return self._table
 
     @property
-    def writer_id(self) -> str:
-        """Id of this writer, as it appears in file names, rows and the manifest."""
-        return self._writer_id
-
-    @property
-    def rows_appended(self) -> int:
-        """Rows passed to ``append`` so far."""
-        return self._appended
-
-    @property
-    def rows_written(self) -> int:
-        """Rows in files registered in the manifest."""
-        return self._written
-
-    @property
-    def rows_dropped(self) -> int:
-        """Rows given up (buffer full, closed, rejected, or unwritten at close)."""
-        return self._dropped
-
-    @property
-    def rows_rejected(self) -> int:
-        """Rows dropped because they did not fit the schema (part of ``rows_dropped``)."""
-        return self._rejected
-
-    @property
-    def queue_depth(self) -> int:
-        """Rows accepted and not yet written (new and awaiting retry)."""
-        return self._pending
-
-    @property
-    def files_written(self) -> int:
-        """Files registered in the manifest by this writer."""
-        return self._files
-
-    @property
     def last_error(self) -> str | None:
         """The most recent flush error as ``"Type: message"``, or ``None`` if none yet."""
         return self._last_error
 
     @property
-    def last_error_at(self) -> datetime | None:
-        """When ``last_error`` happened (UTC)."""
-        return self._last_error_at
-
-    @property
     def healthy(self) -> bool:
         """Whether the last flush attempt succeeded (``True`` before the first one)."""
         return self._backoff_s == 0.0
-
-    @property
-    def closed(self) -> bool:
-        """Whether ``close`` has been called."""
-        return self._closed
 
     def stats(self) -> WriterStats:
         """Return all counters from one instant.
@@ -537,7 +491,6 @@ class LakeWriter:
         self._known_dirs.clear()
         self._backoff_s = min(self._max_backoff_s, max(_MIN_BACKOFF_S, self._backoff_s * 2))
         self._last_error = f"{type(exc).__name__}: {exc}"
-        self._last_error_at = datetime.now(UTC)
         logger.warning(
             "Lake writer %s could not flush %d %s rows; retrying in %.2f s: %s",
             self._writer_id,

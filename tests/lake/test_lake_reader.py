@@ -24,7 +24,7 @@ def write(root: Path, engine: Engine, table: str, rows: list[tuple[object, ...]]
     for row in rows:
         writer.append(row)  # type: ignore[arg-type]
     writer.close()
-    assert writer.rows_written == len(rows)
+    assert writer.stats().rows_written == len(rows)
 
 
 def describe(lake: Lake) -> dict[str, list[tuple[str, str]]]:

@@ -61,7 +61,7 @@ def test_round_trip_with_features_by_name(root: Path, engine: Engine, make_write
         writer.append(prediction(f"r{i}", ts=T0 + timedelta(seconds=i), features={"x": i}))
     writer.append(prediction("r5", features={"y": 7.0}, prediction=None, status="error"))
     assert writer.flush() == 6
-    assert writer.files_written == 1
+    assert writer.stats().files_written == 1
 
     lake = open_lake(engine, root)
     con = lake.duckdb()
@@ -88,19 +88,19 @@ def test_flushes_when_flush_rows_are_buffered(engine: Engine, make_writer: Any) 
     writer = make_writer(flush_rows=100, flush_interval_s=NO_TIMER)
     for i in range(99):
         writer.append(prediction(f"r{i}"))
-    assert writer.files_written == 0
+    assert writer.stats().files_written == 0
     writer.append(prediction("r99"))
-    wait_until(lambda: writer.rows_written == 100, what="a flush by row count")
-    assert writer.files_written == 1
+    wait_until(lambda: writer.stats().rows_written == 100, what="a flush by row count")
+    assert writer.stats().files_written == 1
     assert sum(f.rows for f in live_files(engine, "predictions")) == 100
 
 
 def test_flushes_every_interval(engine: Engine, make_writer: Any) -> None:
     writer = make_writer(flush_rows=10_000, flush_interval_s=0.05)
     writer.append(prediction("r1"))
-    wait_until(lambda: writer.rows_written == 1, what="a flush by interval")
+    wait_until(lambda: writer.stats().rows_written == 1, what="a flush by interval")
     writer.append(prediction("r2"))
-    wait_until(lambda: writer.files_written == 2, what="a second flush by interval")
+    wait_until(lambda: writer.stats().files_written == 2, what="a second flush by interval")
     assert [f.rows for f in live_files(engine, "predictions")] == [1, 1]
 
 
@@ -109,10 +109,10 @@ def test_close_flushes_everything(root: Path, engine: Engine, make_writer: Any) 
     for i in range(1234):
         writer.append(feedback(f"r{i}"))
     writer.close()
-    assert writer.rows_written == 1234
-    assert writer.queue_depth == 0
+    assert writer.stats().rows_written == 1234
+    assert writer.stats().rows_pending == 0
     assert writer.append(feedback("late")) is False
-    assert writer.rows_dropped == 1
+    assert writer.stats().rows_dropped == 1
     assert_balanced(writer)
     assert open_lake(engine, root).scan("feedback").collect().height == 1234
     assert_manifest_matches_disk(root, engine)
@@ -125,7 +125,7 @@ def test_rows_that_do_not_fit_are_dropped_alone(engine: Engine, make_writer: Any
     writer.append(feedback("wrong-table"))
     writer.append(prediction("good-2"))
     assert writer.flush() == 2
-    assert writer.rows_rejected == writer.rows_dropped == 2
+    assert writer.stats().rows_rejected == writer.stats().rows_dropped == 2
     assert_balanced(writer)
     assert writer.flush() == 0
 
@@ -135,7 +135,7 @@ def test_full_buffer_drops_and_counts(make_writer: Any) -> None:
     writer.close(timeout=0)  # stopped thread: nothing drains the buffer behind our back
     results = [writer.append(prediction(f"r{i}")) for i in range(3)]
     assert results == [False, False, False]
-    assert writer.rows_dropped == 3
+    assert writer.stats().rows_dropped == 3
     assert_balanced(writer)
 
 
@@ -153,15 +153,15 @@ def test_sink_failure_never_reaches_append_and_recovers(
         accepted |= {rid for rid, ok in results.items() if ok}
         # Nothing can be written, so exactly the buffer's capacity was accepted.
         assert len(accepted) == 1 + 50
-        assert writer.rows_dropped == 150
-        assert writer.queue_depth == 50
+        assert writer.stats().rows_dropped == 150
+        assert writer.stats().rows_pending == 50
         assert_balanced(writer)
         wait_until(lambda: writer.last_error is not None, what="a failed flush")
         assert not writer.healthy
         with pytest.raises(LakeWriteError, match="Could not write 50 predictions rows"):
             writer.flush()
-        assert writer.queue_depth == 50
-    wait_until(lambda: writer.queue_depth == 0, what="recovery after the sink came back")
+        assert writer.stats().rows_pending == 50
+    wait_until(lambda: writer.stats().rows_pending == 0, what="recovery after the sink came back")
     assert writer.healthy
     writer.append(prediction("after"))
     accepted.add("after")
@@ -193,15 +193,17 @@ def test_manifest_failure_leaves_no_unlisted_file_and_recovers(
             writer.append(feedback(f"down-{i}"))
         wait_until(lambda: writer.last_error is not None, what="a failed registration")
         assert "lake_files" in str(writer.last_error)
-        assert writer.rows_dropped == 10
-        assert writer.queue_depth == 20
+        assert writer.stats().rows_dropped == 10
+        assert writer.stats().rows_pending == 20
         assert_balanced(writer)
         # Each attempt's file is deleted when its registration fails.
         wait_until(lambda: part_files(root) == before, what="the unregistered file to go")
-        assert writer.files_written == 1
-    wait_until(lambda: writer.queue_depth == 0, what="recovery after the manifest came back")
+        assert writer.stats().files_written == 1
+    wait_until(
+        lambda: writer.stats().rows_pending == 0, what="recovery after the manifest came back"
+    )
     writer.close()
-    assert (writer.rows_written, writer.rows_dropped) == (21, 10)
+    assert (writer.stats().rows_written, writer.stats().rows_dropped) == (21, 10)
     assert_balanced(writer)
     frame = open_lake(engine, root).scan("feedback").collect()
     assert set(frame["request_id"]) == {"before"} | {f"down-{i}" for i in range(20)}
