@@ -1,4 +1,8 @@
-"""Typed dependencies: routes declare what they need as ``Annotated`` aliases."""
+"""Typed dependencies: routes declare what they need as ``Annotated`` aliases.
+
+The serving routes call :func:`api.auth.authorize` themselves: a dependency costs a hop
+on the hottest path.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from api.auth import authorize
 from api.serving.pool import ModelPool
 from api.settings import Settings
 
-__all__ = ["AdminDep", "MetricsDep", "PoolDep", "ServeDep", "SessionDep", "SettingsDep"]
+__all__ = ["AdminDep", "MetricsDep", "PoolDep", "SessionDep", "SettingsDep"]
 
 
 # Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in
@@ -42,14 +46,9 @@ async def require_admin(request: Request, settings: SettingsDep) -> str:
     return authorize(request, settings, "admin")
 
 
-async def require_serve(request: Request, settings: SettingsDep) -> str:
-    return authorize(request, settings, "serve")
-
-
 async def require_metrics(request: Request, settings: SettingsDep) -> str:
     return authorize(request, settings, "metrics")
 
 
 AdminDep = Annotated[str, Depends(require_admin)]
-ServeDep = Annotated[str, Depends(require_serve)]
 MetricsDep = Annotated[str, Depends(require_metrics)]
