@@ -38,7 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
-from lake.convert import rows_to_table, split_convertible
+from lake.arrow_rows import rows_to_table, split_convertible
 from lake.errors import LakeConfigError, LakeWriteError, RowConversionError
 from lake.layout import is_valid_writer_id, part_name, partition_dir, relative_path, temp_name
 from lake.manifest import FileEntry, is_registered, register_file

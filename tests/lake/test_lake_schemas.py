@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from lake import FEEDBACK_SCHEMA, PREDICTIONS_SCHEMA, FeedbackRow, PredictionRow
-from lake.convert import rows_to_table, split_convertible
+from lake.arrow_rows import rows_to_table, split_convertible
 from lake.errors import RowConversionError
 from tests.lake.lake_support import T0, feedback, prediction
 
