@@ -15,7 +15,6 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
-from api.control.variants import sync_pool
 from api.deps import MetricsDep
 from api.errors import install_handlers
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -26,6 +25,7 @@ from api.serving.pool import ModelPool
 from api.serving.request_ids import RequestIds
 from api.serving.service import ServingService
 from api.serving.sessions import DeviceUnavailableError, cuda_available
+from api.serving.sync import sync_pool
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.secrets import shared_secret

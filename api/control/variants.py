@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.control import allocation_versions
@@ -14,9 +13,10 @@ from api.control.model_spec import ModelSpec
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.schemas import VariantOut
 from api.serving.pool import ModelPool, VariantKey
+from api.serving.sync import load_stored
 from api.store.models import AuditEvent, Experiment, Variant
 
-__all__ = ["add_variant", "get_variant", "set_active", "store_model", "sync_pool", "to_out"]
+__all__ = ["add_variant", "get_variant", "set_active", "store_model", "to_out"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -135,7 +135,7 @@ def set_active(
         raise ConflictError(msg, code="experiment_stopped")
     if active and pool.get(VariantKey(experiment.name, variant.name)) is None:
         try:
-            _load_stored(pool, experiment, variant, models_dir)
+            load_stored(pool, experiment, variant, models_dir)
         except Exception as exc:
             reason = pool.failure(VariantKey(experiment.name, variant.name)) or exc
             msg = f"Variant {variant.name!r} cannot be enabled: its model does not load ({reason})."
@@ -201,46 +201,4 @@ def to_out(pool: ModelPool, experiment: Experiment, variant: Variant) -> Variant
         output=variant.output_name,
         provider=pool.provider(key),
         created_at=variant.created_at,
-    )
-
-
-def sync_pool(
-    session: Session, pool: ModelPool, models_dir: Path, *, mark_failed: bool = False
-) -> bool:
-    """Load every enabled variant this process has no session for; ``True`` if any changed.
-
-    Runs at start (``mark_failed``: a model that cannot load is marked failed in the
-    store, with the reason) and on every snapshot refresh, so a variant uploaded through
-    another worker or replica starts serving here too, without a restart.
-    """
-    stmt = select(Variant, Experiment).join(Experiment).where(Experiment.status != "stopped")
-    changed = False
-    for variant, experiment in session.execute(stmt).all():
-        key = VariantKey(experiment.name, variant.name)
-        if variant.status == "disabled" or pool.get(key) is not None:
-            continue
-        if not mark_failed and (variant.status == "failed" or pool.failure(key) is not None):
-            continue
-        try:
-            _load_stored(pool, experiment, variant, models_dir)
-        except Exception:
-            if mark_failed:
-                variant.status = "failed"
-                variant.status_reason = pool.failure(key)
-            continue
-        changed = True
-        if mark_failed and variant.status == "failed":
-            variant.status, variant.status_reason = "active", None
-    return changed
-
-
-def _load_stored(
-    pool: ModelPool, experiment: Experiment, variant: Variant, models_dir: Path
-) -> None:
-    pool.load(
-        VariantKey(experiment.name, variant.name),
-        models_dir / variant.model_path,
-        input_name=variant.input_name,
-        output_name=variant.output_name,
-        input_dim=variant.input_dim,
     )

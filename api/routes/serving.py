@@ -17,27 +17,42 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from api.auth import authorize
-from api.errors import InvalidRequestError
 from api.routes import _examples as ex
 from api.routes._responses import error_responses, example, ok
 from api.schemas import BatchFeedbackBody, BatchPredictBody, FeedbackBody, PredictBody, PredictOut
-from api.serving.service import ServingService
+from api.serving.service import Prediction, ServingService
 
 router = APIRouter(tags=["serving"], responses=error_responses(401, 403, 413, 422, 503))
 
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def _predict_json(result: dict[str, Any]) -> bytes:
-    """The predict response, encoded by hand: it is the hot path's largest fixed cost."""
-    scores = result["scores"]
+def _predict_json(result: Prediction) -> bytes:
+    """``PredictOut`` encoded by hand: the encoding is the hot path's largest fixed cost."""
+    scores = result.scores
     return (
-        f'{{"request_id":"{result["request_id"]}","variant":{json.dumps(result["variant"])},'
-        f'"prediction":{result["prediction"]!r},'
+        f'{{"request_id":"{result.request_id}","variant":{json.dumps(result.variant)},'
+        f'"prediction":{result.prediction!r},'
         f'"scores":{"null" if scores is None else json.dumps(scores)},'
-        f'"propensity":{result["propensity"]!r},'
-        f'"allocation_version":{result["allocation_version"]}}}'
+        f'"propensity":{result.propensity!r},'
+        f'"allocation_version":{result.allocation_version}}}'
     ).encode()
+
+
+def _batch_result(result: Prediction) -> dict[str, Any]:
+    """A batch row: ``PredictOut``'s fields, and the ``error`` of a row that failed."""
+    row: dict[str, Any] = {
+        "request_id": result.request_id,
+        "variant": result.variant,
+        "prediction": result.prediction,
+        "scores": result.scores,
+        "propensity": result.propensity,
+        "allocation_version": result.allocation_version,
+    }
+    error = result.error
+    if error is not None:
+        row["error"] = {"code": error.code, "message": error.message, "status": error.status_code}
+    return row
 
 
 _NAME_PARAM = {
@@ -122,7 +137,8 @@ async def predict_batch(request: Request) -> JSONResponse:
     name: str = request.path_params["name"]
     service, body = await _prepare(request, BatchPredictBody)
     rows = [(row.features, row.unit_id) for row in body.rows]
-    return JSONResponse({"results": await service.predict_batch(name, rows)})
+    results = await service.predict_batch(name, rows)
+    return JSONResponse({"results": [_batch_result(r) for r in results]})
 
 
 @router.post(
@@ -167,14 +183,8 @@ async def feedback_batch(request: Request) -> JSONResponse:
     """Feedback items as `POST /v1/feedback` takes them, all or nothing: one bad item
     refuses the batch. The answer counts the accepted items and the repeats."""
     service, body = await _prepare(request, BatchFeedbackBody)
-    limit = service.settings.max_predict_batch_rows
-    if not body.items:
-        raise InvalidRequestError("items is empty; send at least one item.", code="empty_batch")
-    if len(body.items) > limit:
-        msg = f"items has {len(body.items)} entries; at most {limit} are accepted per request."
-        raise InvalidRequestError(msg, code="batch_too_large")
     items = [(i.request_id, i.reward, i.label) for i in body.items]
-    result = service.feedback(items)
+    result = service.feedback_batch(items)
     return JSONResponse(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
     )

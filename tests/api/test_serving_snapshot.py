@@ -47,7 +47,7 @@ def test_a_slow_refresh_never_installs_an_older_snapshot(client: TestClient) -> 
         assert response.status_code == 200, response.text
 
     lock = _InterleavingLock(newer_allocation)
-    service._refresh_lock = lock
+    service.snapshot._lock = lock
     slow = threading.Thread(target=service.refresh)
     lock.victim = slow
     slow.start()
