@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -15,6 +17,11 @@ from fastapi.testclient import TestClient
 from scipy import stats
 
 from api.control import allocation_versions, experiments
+from api.errors import InvalidRequestError
+from api.routes.serving import _predict_json
+from api.schemas import PredictOut
+from api.serving.limits import check_batch_size
+from api.serving.predict import Prediction
 from api.serving.sessions import DeviceUnavailableError
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
@@ -419,3 +426,42 @@ def test_variant_uploaded_elsewhere_is_loaded_without_restart(
             v for v in second.get("/v1/experiments/e/variants").json() if v["name"] == "late"
         )
         assert late["provider"] == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize("scores", [None, [0.25, 0.75]])
+def test_predict_json_is_the_predict_out_schema(scores: list[float] | None) -> None:
+    # The route encodes a Prediction by hand; it must stay exactly PredictOut's shape.
+    result = Prediction("7.ab", 'v"1\\é', 2.5, scores, 0.1 + 0.2, 3)
+    body = _predict_json(result)
+    assert list(json.loads(body)) == list(PredictOut.model_fields)
+    assert PredictOut.model_validate_json(body) == PredictOut(
+        request_id="7.ab",
+        variant='v"1\\é',
+        prediction=2.5,
+        scores=scores,
+        propensity=0.1 + 0.2,
+        allocation_version=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("count", "field", "code", "message"),
+    [
+        (0, "rows", "empty_batch", "rows is empty; send at least one row."),
+        (11, "rows", "batch_too_large", "rows has 11 items; at most 10 are accepted per request."),
+        (0, "items", "empty_batch", "items is empty; send at least one item."),
+        (
+            11,
+            "items",
+            "batch_too_large",
+            "items has 11 entries; at most 10 are accepted per request.",
+        ),
+    ],
+)
+def test_one_batch_size_rule_for_predict_and_feedback(
+    count: int, field: Literal["rows", "items"], code: str, message: str
+) -> None:
+    check_batch_size(10, 10, field=field)
+    with pytest.raises(InvalidRequestError) as caught:
+        check_batch_size(count, 10, field=field)
+    assert (caught.value.code, caught.value.message) == (code, message)
