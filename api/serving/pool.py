@@ -82,10 +82,6 @@ class ModelPool:
         model = self._models.get(key)
         return model.provider if model else None
 
-    def unload(self, key: VariantKey) -> None:
-        with self._lock:
-            self._models = {k: m for k, m in self._models.items() if k != key}
-
     def models(self) -> dict[VariantKey, LoadedModel]:
         return dict(self._models)
 
