@@ -14,6 +14,11 @@ A listed file missing on disk stops the update there with :class:`LakeReadError`
 files before it are folded, the watermark stays before it, and a later update resumes
 from it once it is back (or after the statistics are rebuilt).
 
+Each fold adds one :class:`lake.variants.VariantVersionStats` per (experiment, variant,
+role, allocation version) to the totals with ``+``: its health from a group-by of the
+fold's predictions, its rewards and IPW sums from a group-by of the requests the fold
+matched with their feedback, scored by :meth:`lake.rewards.RewardRule.expr`.
+
 A request's first feedback counts (first processed; within one file, first by time).
 Failed predictions count as served and as errors, never as rewarded. A shadow row is
 scored with its request's feedback when it is flushed no later than that feedback is
@@ -22,114 +27,33 @@ processed (normally it shares the arm row's flush).
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
-from numpy.typing import NDArray
 from sqlalchemy import Engine
 
 from bandit.ipw import IpwStats
 from bandit.stats import ArmStats
 from lake.errors import LakeReadError
+from lake.health import Health, health_by_key
 from lake.manifest import FileEntry, files_since, is_compaction_output
-from lake.rewards import RewardRule, reward_of
+from lake.rewards import RewardRule
+from lake.variants import ArmKey, VariantVersionStats, VariantView
 
-__all__ = [
-    "LATENCY_EDGES_MS",
-    "ArmKey",
-    "LakeAggregator",
-    "Totals",
-    "latency_quantile",
-]
-
-# Log-spaced latency buckets, 10 µs to about 70 s, 10% apart: quantiles within 10%.
-_LATENCY_BASE_MS = 0.01
-_LATENCY_RATIO = 1.1
-_LATENCY_BUCKETS = 166
-LATENCY_EDGES_MS: NDArray[np.float64] = np.asarray(
-    _LATENCY_BASE_MS * _LATENCY_RATIO ** np.arange(1, _LATENCY_BUCKETS + 1), dtype=np.float64
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ArmKey:
-    experiment: str
-    variant: str
-    role: str
-    version: int
-
-
-@dataclass(slots=True)
-class Totals:
-    """Everything counted for one (experiment, variant, role, allocation version)."""
-
-    served: int = 0
-    errors: int = 0
-    latency: NDArray[np.int64] = field(
-        default_factory=lambda: np.zeros(_LATENCY_BUCKETS, dtype=np.int64)
-    )
-    n: int = 0
-    sum: float = 0.0
-    sum_sq: float = 0.0
-    sum_w: float = 0.0
-    sum_wr: float = 0.0
-    sum_w2: float = 0.0
-    sum_w2r: float = 0.0
-    sum_w2r2: float = 0.0
-    max_w: float = 0.0
-
-    def add_reward(self, reward: float, propensity: float) -> None:
-        self.n += 1
-        self.sum += reward
-        self.sum_sq += reward * reward
-        if propensity > 0:
-            w = 1.0 / propensity
-            self.sum_w += w
-            self.sum_wr += w * reward
-            self.sum_w2 += w * w
-            self.sum_w2r += w * w * reward
-            self.sum_w2r2 += (w * reward) ** 2
-            self.max_w = max(self.max_w, w)
-
-    def rewards(self) -> ArmStats:
-        return ArmStats(n=self.n, sum=self.sum, sum_sq=self.sum_sq)
-
-    def ipw(self, n_total: int) -> IpwStats:
-        return IpwStats(
-            n_total=n_total,
-            n=self.n,
-            sum_w=self.sum_w,
-            sum_wr=self.sum_wr,
-            sum_w2=self.sum_w2,
-            sum_w2r=self.sum_w2r,
-            sum_w2r2=self.sum_w2r2,
-            max_w=self.max_w,
-        )
-
-
-def latency_quantile(histogram: NDArray[np.int64], q: float) -> float | None:
-    """The ``q`` quantile in milliseconds (the upper edge of its bucket), or ``None``."""
-    total = int(histogram.sum())
-    if total == 0:
-        return None
-    rank = max(1, math.ceil(q * total))
-    index = int(np.searchsorted(np.cumsum(histogram), rank))
-    return float(LATENCY_EDGES_MS[min(index, _LATENCY_BUCKETS - 1)])
-
+__all__ = ["LakeAggregator"]
 
 # (experiment, variant, role, version, propensity, prediction, ts in µs) of a prediction.
 _Entry = tuple[str, str, str, int, float, float | None, int]
 # Rows folded per step: memory stays bounded by the lookback during a long catch-up.
 _CHUNK_ROWS = 1_000_000
+_KEY: Final = ("experiment", "variant", "role", "allocation_version")
+_ZERO: Final = VariantVersionStats()
 
 _COLUMNS: dict[str, list[str]] = {
     "predictions": [
@@ -138,6 +62,20 @@ _COLUMNS: dict[str, list[str]] = {
     ],
     "feedback": ["request_id", "ts", "reward", "label", "idempotency_key"],
 }  # fmt: skip
+# A request matched with its feedback: the prediction's entry, then the feedback's
+# ts (µs), reward and label.
+_MATCHED_SCHEMA: Final = {
+    "experiment": pl.String,
+    "variant": pl.String,
+    "role": pl.String,
+    "allocation_version": pl.Int64,
+    "propensity": pl.Float64,
+    "prediction": pl.Float64,
+    "ts": pl.Int64,
+    "feedback_ts": pl.Int64,
+    "reward": pl.Float64,
+    "label": pl.String,
+}
 
 
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
@@ -164,8 +102,9 @@ class LakeAggregator:
         self._root = Path(root)
         self._lookback_us = lookback // timedelta(microseconds=1)
         self._watermark = {"predictions": 0, "feedback": 0}
-        self._totals: dict[ArmKey, Totals] = {}
-        self._by_tuple: dict[tuple[str, str, str, int], Totals] = {}
+        self._totals: dict[ArmKey, VariantVersionStats] = {}
+        # Requests matched with their feedback in the current fold, scored at its end.
+        self._matched: list[tuple[Any, ...]] = []
         self._pending: dict[str, list[_Entry]] = {}
         self._pending_order: deque[tuple[int, str]] = deque()
         self._orphans: dict[str, tuple[int, float | None, str | None]] = {}
@@ -182,13 +121,29 @@ class LakeAggregator:
     def pending(self) -> int:
         return len(self._pending)
 
-    def totals(self, experiment: str) -> dict[ArmKey, Totals]:
-        """Copies of the experiment's totals, safe to keep while updates go on."""
-        return {
-            k: replace(v, latency=v.latency.copy())
-            for k, v in self._totals.items()
-            if k.experiment == experiment
-        }
+    def totals(self, experiment: str) -> dict[ArmKey, VariantVersionStats]:
+        """The experiment's statistics per key (immutable, safe to keep while updates go on)."""
+        return {k: v for k, v in self._totals.items() if k.experiment == experiment}
+
+    def variants(self, experiment: str, names: Sequence[tuple[str, str]]) -> list[VariantView]:
+        """Views of ``names`` ((variant, role) pairs), in that order; empty when unseen."""
+        totals = self.totals(experiment)
+        return [
+            VariantView.of(
+                name,
+                role,
+                {k.version: t for k, t in totals.items() if k.variant == name and k.role == role},
+            )
+            for name, role in names
+        ]
+
+    def served_by_version(self, experiment: str) -> dict[int, dict[str, int]]:
+        """Arm requests per allocation version and variant (for the sample-ratio test)."""
+        out: dict[int, dict[str, int]] = {}
+        for key, t in self.totals(experiment).items():
+            if key.role == "arm":
+                out.setdefault(key.version, {})[key.variant] = t.health.served
+        return out
 
     def update(self, rules: Mapping[str, RewardRule]) -> int:
         """Fold in every file registered since the last update; return the rows read.
@@ -248,8 +203,13 @@ class LakeAggregator:
         for table, columns in _COLUMNS.items():
             entries = [e for e in chunk if e.table == table and self._reads(e)]
             frames[table] = self._read(entries, columns) if entries else None
-        rows = self._fold_predictions(frames["predictions"], rules)
-        rows += self._fold_feedback(frames["feedback"], rules)
+        health = self._health(frames["predictions"])
+        rows = self._fold_predictions(frames["predictions"])
+        rows += self._fold_feedback(frames["feedback"])
+        rewards = self._score(rules)
+        for key in health.keys() | rewards.keys():
+            part = rewards.get(key, _ZERO) + VariantVersionStats(health=health.get(key, Health()))
+            self._totals[key] = self._totals.get(key, _ZERO) + part
         for entry in chunk:
             table = entry.table
             self._watermark[table] = max(self._watermark[table], int(entry.id or 0))
@@ -274,44 +234,19 @@ class LakeAggregator:
                 raise LakeReadError(msg) from exc
         return pl.from_arrow(pa.concat_tables(tables))  # type: ignore[return-value]
 
-    def _total(self, key: ArmKey) -> Totals:
-        found = self._totals.get(key)
-        if found is None:
-            found = self._totals[key] = Totals()
-        return found
+    @staticmethod
+    def _health(frame: pl.DataFrame | None) -> dict[ArmKey, Health]:
+        if frame is None:
+            return {}
+        found = health_by_key(frame, _KEY)
+        return {ArmKey(e, v, r, int(n)): h for (e, v, r, n), h in found.items()}
 
-    def _total_of(self, experiment: str, variant: str, role: str, version: int) -> Totals:
-        # Hot in the join loop: a plain-tuple cache in front of the ArmKey dictionary.
-        key = (experiment, variant, role, version)
-        found = self._by_tuple.get(key)
-        if found is None:
-            found = self._by_tuple[key] = self._total(ArmKey(*key))
-        return found
-
-    def _fold_predictions(self, frame: pl.DataFrame | None, rules: Mapping[str, RewardRule]) -> int:
+    def _fold_predictions(self, frame: pl.DataFrame | None) -> int:
+        # The join with pending, orphan and counted request ids stays a loop over the new
+        # rows against dictionaries: its cost is the new rows'. A polars join against the
+        # lookback's state (a day of requests) costs that state's size on every refresh.
         if frame is None:
             return 0
-        bucket = (
-            (
-                (pl.col("latency_ms").clip(lower_bound=1e-9) / _LATENCY_BASE_MS).log()
-                / math.log(_LATENCY_RATIO)
-            )
-            .ceil()
-            .sub(1)
-            .clip(0, _LATENCY_BUCKETS - 1)
-            .cast(pl.Int64)
-            .alias("bucket")
-        )
-        grouped = (
-            frame.with_columns(bucket)
-            .group_by("experiment", "variant", "role", "allocation_version", "bucket")
-            .agg(pl.len().alias("served"), (pl.col("status") == "error").sum().alias("errors"))
-        )
-        for experiment, variant, role, version, b, served, errors in _rows(grouped):
-            totals = self._total(ArmKey(experiment, variant, role, int(version)))
-            totals.served += int(served)
-            totals.errors += int(errors)
-            totals.latency[int(b)] += int(served)
         ok = (
             frame.filter(pl.col("status") == "ok")
             .sort("ts")
@@ -341,10 +276,10 @@ class LakeAggregator:
                 found.append(entry)
             if rid in orphans:
                 fts, reward, label = orphans.pop(rid)
-                self._match(rid, fts, reward, label, rules)
+                self._match(rid, fts, reward, label)
         return frame.height
 
-    def _fold_feedback(self, frame: pl.DataFrame | None, rules: Mapping[str, RewardRule]) -> int:
+    def _fold_feedback(self, frame: pl.DataFrame | None) -> int:
         if frame is None:
             return 0
         frame = frame.sort("ts", "idempotency_key").select(
@@ -356,33 +291,60 @@ class LakeAggregator:
             if rid in self._rewarded or rid in self._orphans:
                 continue
             if rid in self._pending:
-                self._match(rid, ts, reward, label, rules)
+                self._match(rid, ts, reward, label)
             else:
                 self._orphans[rid] = (ts, reward, label)
                 self._orphan_order.append((ts, rid))
         return frame.height
 
-    def _match(
-        self,
-        rid: str,
-        ts: int,
-        reward: float | None,
-        label: str | None,
-        rules: Mapping[str, RewardRule],
-    ) -> None:
+    def _match(self, rid: str, ts: int, reward: float | None, label: str | None) -> None:
         for entry in self._pending.pop(rid, []):
-            experiment, variant, role, version, propensity, prediction, pts = entry
-            if pts + self._lookback_us < ts:
-                continue  # feedback after the lookback does not count
-            rule = rules.get(experiment)
-            if rule is None:
-                continue
-            value = reward_of(rule, reward=reward, label=label, prediction=prediction)
-            if value is None or not math.isfinite(value):
-                continue
-            self._total_of(experiment, variant, role, version).add_reward(value, propensity)
+            self._matched.append((*entry, ts, reward, label))
         self._rewarded[rid] = ts
         self._rewarded_order.append((ts, rid))
+
+    def _score(self, rules: Mapping[str, RewardRule]) -> dict[ArmKey, VariantVersionStats]:
+        """The fold's matched requests scored by their experiment's rule, summed per key.
+
+        Feedback after the lookback, an experiment without a rule and a reward that cannot
+        be scored (or is not finite) count nothing; the request is still counted as
+        rewarded, so a later duplicate does not count either.
+        """
+        matched = pl.DataFrame(self._matched, schema=_MATCHED_SCHEMA, orient="row")
+        self._matched = []
+        experiments = [e for e in matched["experiment"].unique().to_list() if e in rules]
+        if not experiments:
+            return {}
+        reward: pl.Expr = pl.lit(None, dtype=pl.Float64)
+        for experiment in experiments:
+            rule_reward = rules[experiment].expr()
+            reward = pl.when(pl.col("experiment") == experiment).then(rule_reward).otherwise(reward)
+        r = pl.col("r")
+        w = pl.when(pl.col("propensity") > 0).then(1.0 / pl.col("propensity"))
+        sums = (
+            matched.filter(pl.col("ts") + self._lookback_us >= pl.col("feedback_ts"))
+            .with_columns(reward.alias("r"))
+            .filter(r.is_not_null())
+            .group_by(*_KEY)
+            .agg(
+                pl.len().alias("n"),
+                r.sum().alias("sum"),
+                (r * r).sum().alias("sum_sq"),
+                w.count().alias("n_w"),
+                w.sum().alias("sum_w"),
+                (w * r).sum().alias("sum_wr"),
+                (w * w).sum().alias("sum_w2"),
+                (w * w * r).sum().alias("sum_w2r"),
+                ((w * r) ** 2).sum().alias("sum_w2r2"),
+                w.max().fill_null(0.0).alias("max_w"),
+            )
+        )
+        out = {}
+        for e, v, role, version, n, total, sq, n_w, *ipw in _rows(sums):
+            out[ArmKey(e, v, role, int(version))] = VariantVersionStats(
+                ArmStats(n=n, sum=total, sum_sq=sq), IpwStats(n_w, n_w, *ipw)
+            )
+        return out
 
     def _expire(self) -> None:
         cutoff = self._latest - self._lookback_us

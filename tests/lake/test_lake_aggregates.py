@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,11 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import Engine
 
-from lake.aggregates import LakeAggregator, latency_quantile
+from lake.aggregates import LakeAggregator
 from lake.errors import LakeReadError
+from lake.health import Health, latency_quantile
 from lake.manifest import FileEntry, files_since, register_compaction
 from lake.reader import open_lake
-from lake.rewards import RewardRule, reward_of
+from lake.rewards import RewardRule
+from lake.variants import VariantVersionStats
 from lake.writer import LakeWriter
 from tests.lake.lake_support import T0, feedback, prediction
 
@@ -68,11 +71,11 @@ def test_incremental_equals_full_recomputation(engine: Engine, root: Path, seed:
     totals = aggregator.totals("exp")
     for variant in ("a", "b"):
         mine = [t for k, t in totals.items() if k.variant == variant]
-        n = sum(t.n for t in mine)
-        assert n == expected[variant][0]
-        assert sum(t.sum for t in mine) == pytest.approx(expected[variant][1], abs=1e-9)
-        assert sum(t.sum_sq for t in mine) == pytest.approx(expected[variant][2], abs=1e-9)
-    served = sum(t.served for t in totals.values())
+        rewards = sum(mine, VariantVersionStats()).rewards
+        assert rewards.n == expected[variant][0]
+        assert rewards.sum == pytest.approx(expected[variant][1], abs=1e-9)
+        assert rewards.sum_sq == pytest.approx(expected[variant][2], abs=1e-9)
+    served = sum(t.health.served for t in totals.values())
     assert served == 600
     # Every row was read once: the aggregator never rescans old files.
     assert read <= preds.rows_written + fbs.rows_written
@@ -105,33 +108,11 @@ def test_ipw_sums_use_the_logged_propensity(engine: Engine, root: Path) -> None:
     aggregator.update(RULES)
     (totals,) = aggregator.totals("exp").values()
     # propensity 0.25 in the fixture rows: w = 4
-    assert (totals.n, totals.sum_w, totals.sum_wr, totals.sum_w2, totals.max_w) == (
-        3,
-        12.0,
-        8.0,
-        48.0,
-        4.0,
-    )
-    ipw = totals.ipw(n_total=3)
-    assert ipw.sum_w2r2 == 32.0
-
-
-@pytest.mark.parametrize(
-    ("rule", "label", "prediction", "expected"),
-    [
-        (RewardRule("label", "accuracy"), "3.0", 3.0, 1.0),
-        (RewardRule("label", "accuracy"), "3", 2.0, 0.0),
-        (RewardRule("label", "accuracy"), "cat", 1.0, 0.0),
-        (RewardRule("label", "neg_abs_error"), "2.5", 1.0, -1.5),
-        (RewardRule("label", "neg_squared_error"), "2.5", 1.0, -2.25),
-        (RewardRule("label", "neg_abs_error"), "tall", 1.0, None),
-        (RewardRule("label", "accuracy"), "1", None, None),
-    ],
-)
-def test_label_rewards(
-    rule: RewardRule, label: str, prediction: float | None, expected: float | None
-) -> None:
-    assert reward_of(rule, reward=None, label=label, prediction=prediction) == expected
+    ipw = totals.ipw
+    assert (totals.rewards.n, ipw.sum_w, ipw.sum_wr, ipw.sum_w2, ipw.max_w) == (3, 12, 8, 48, 4)
+    (view,) = aggregator.variants("exp", [("a", "arm")])
+    assert view.ipw(n_total=10) == replace(ipw, n_total=10)
+    assert view.ipw(n_total=10).sum_w2r2 == 32.0
 
 
 def test_latency_quantile_is_within_a_bucket() -> None:
@@ -165,9 +146,9 @@ def _compact(engine: Engine, root: Path, table: str, inputs: list[FileEntry]) ->
     return register_compaction(engine, output, [int(e.id or 0) for e in inputs])
 
 
-def _counts(aggregator: LakeAggregator) -> tuple[int, int, float]:
-    totals = aggregator.totals("exp").values()
-    return sum(t.served for t in totals), sum(t.n for t in totals), sum(t.sum for t in totals)
+def _counts(aggregator: LakeAggregator) -> tuple[int, float, float]:
+    total = sum(aggregator.totals("exp").values(), VariantVersionStats())
+    return total.health.served, total.rewards.n, total.rewards.sum
 
 
 @pytest.mark.parametrize("folded_before", [0, 2, 4], ids=["none", "half", "all"])
@@ -231,3 +212,51 @@ def test_a_listed_file_missing_on_disk_stops_the_watermark(engine: Engine, root:
     assert aggregator.update(RULES) == 20
     assert aggregator.watermarks["predictions"] == last.id
     assert _counts(aggregator)[0] == 30
+
+
+def test_health_adds_bucket_by_bucket() -> None:
+    one = Health(3, 1, tuple(1 if i == 10 else 0 for i in range(166)))
+    two = Health(2, 0, tuple(2 if i == 20 else 0 for i in range(166)))
+    total = one + two
+    assert (total.served, total.errors, total.latency[10], total.latency[20]) == (5, 1, 1, 2)
+    assert total.error_rate == 0.2
+    assert Health() + total == total
+    assert Health().p(0.5) is None
+
+
+def test_per_file_statistics_add_up_to_one_fold_of_every_file(engine: Engine, root: Path) -> None:
+    rng = np.random.default_rng(5)
+    lookback = timedelta(hours=1)
+    stepwise = LakeAggregator(engine, root, lookback=lookback)
+    with (
+        LakeWriter(root, engine, table="predictions") as preds,
+        LakeWriter(root, engine, table="feedback") as fbs,
+    ):
+        for batch in range(5):
+            for i in range(40):
+                rid = f"r{batch}-{i}"
+                ts = T0 + timedelta(seconds=batch * 60 + i)
+                role = "shadow" if i % 5 == 0 else "arm"
+                preds.append(
+                    prediction(
+                        rid,
+                        ts=ts,
+                        variant="ab"[i % 2],
+                        role=role,
+                        status="ok" if i % 7 else "error",
+                    )
+                )
+                fbs.append(feedback(rid, ts=ts + timedelta(seconds=30), reward=float(rng.normal())))
+            preds.flush()
+            fbs.flush()
+            stepwise.update(RULES)
+    at_once = LakeAggregator(engine, root, lookback=lookback)
+    at_once.update(RULES)
+    one, other = stepwise.totals("exp"), at_once.totals("exp")
+    assert one.keys() == other.keys()
+    for key, stats in one.items():
+        assert stats.health == other[key].health
+        assert stats.rewards.n == other[key].rewards.n
+        assert stats.rewards.sum == pytest.approx(other[key].rewards.sum, abs=1e-9)
+        assert stats.ipw.sum_w2r2 == pytest.approx(other[key].ipw.sum_w2r2, abs=1e-9)
+    assert {k.role for k, s in one.items() if s.rewards.n > 0} == {"arm", "shadow"}
