@@ -98,11 +98,19 @@ class VariantSeries(BaseModel):
 
 
 class TimeSeries(BaseModel):
+    """Buckets of ``bucket_seconds`` from ``start`` to ``end``, one per entry of ``times``.
+
+    ``whole_experiment`` says which window the lake chose: the experiment's whole life in
+    buckets finer than ``hours / buckets`` (it is younger than the window), or else the
+    last ``hours`` of its data. The page words its note from it rather than guessing.
+    """
+
     experiment: str
     hours: int
     start: datetime
     end: datetime
     bucket_seconds: float
+    whole_experiment: bool
     times: list[datetime]
     variants: list[VariantSeries]
 
@@ -253,6 +261,7 @@ def time_series(
         start=found.start,
         end=found.end,
         bucket_seconds=found.width.total_seconds(),
+        whole_experiment=found.width < timedelta(hours=hours) // buckets,
         times=list(found.starts),
         variants=series,
     )

@@ -320,6 +320,7 @@ DASHBOARD_TIMESERIES: Final[Any] = {
     "start": "2026-12-02T01:44:02.300000Z",
     "end": "2026-12-02T01:44:02.400000Z",
     "bucket_seconds": 0.1,
+    "whole_experiment": True,
     "times": ["2026-12-02T01:44:02.300000Z"],
     "variants": [
         {

@@ -21,16 +21,15 @@ import { duration, seconds, utcText } from "./format.js";
 /* How many buckets to ask for over a window of ``hours``: the charts' resolution. */
 export const bucketCount = (hours) => (hours <= 24 ? 48 : hours <= 168 ? 84 : 90);
 
+/* Which buckets the charts show, in the server's words: it chose the window (the whole of a
+   young experiment, or the last hours of data), the width and the count. */
 const describeBuckets = (series) => {
-  const width = duration(series.bucket_seconds);
-  const start = seconds(series.start);
-  const span = seconds(series.end) - start;
-  const from = ` from ${utcText(start, series.bucket_seconds)},`;
-  const buckets = ` in ${series.times.length} buckets of ${width}.`;
-  const scope = span < series.hours * 3600
+  const scope = series.whole_experiment
     ? `The whole experiment (younger than the ${series.hours} h window)`
     : `The last ${series.hours} h of the experiment's data`;
-  return scope + from + buckets;
+  const from = utcText(seconds(series.start), series.bucket_seconds);
+  const width = duration(series.bucket_seconds);
+  return `${scope} from ${from}, in ${series.times.length} buckets of ${width}.`;
 };
 
 const drawRequests = (xs, variants, key) => {
