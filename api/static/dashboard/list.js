@@ -3,7 +3,7 @@
 import { $, badge, el } from "./dom.js";
 import { num } from "./format.js";
 
-export const experimentHref = (name) => `#/experiments/${encodeURIComponent(name)}`;
+const experimentHref = (name) => `#/experiments/${encodeURIComponent(name)}`;
 
 export const renderList = (experiments) => {
   $("#no-experiments").hidden = experiments.length > 0;

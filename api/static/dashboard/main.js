@@ -3,10 +3,12 @@
 
    One module per panel; this one wires them: the route, the refresh loop and the controls.
 
-   Style, in every module: functions are arrow functions bound to `const` (named ones too;
-   no `function` keyword), callbacks are arrows, variables are `const` or `let`; 2-space
-   indent, semicolons, double quotes (template literals where a value is put into text),
-   lines of at most 100 characters. */
+   Style, in every module: every function is an arrow; named ones are bound to `const`
+   (no `function` keyword anywhere), callbacks are inline arrows; `class` only for the one
+   Error subclass; variables are `const` or `let`; named exports only. Formatting: 2-space
+   indent, semicolons, double quotes, template literals to put values into text (`+` only
+   to append an optional piece or continue a long string), trailing commas in multi-line
+   lists, lines of at most 100 characters. */
 
 import { ApiError, fetchExperiments, fetchPanels, takeToken } from "./api.js";
 import { drawAllocation } from "./allocation.js";

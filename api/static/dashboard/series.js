@@ -88,13 +88,10 @@ const drawErrors = (xs, variants, key) => {
       y: zeroBasedScale(0.01, 1.2),
       yLabel: "error rate",
       yValues: percentTicks(1),
-      series: variants.map((v) =>
-        line(v.name, colorOf(v.name), {
-          dash: shadowDash(v),
-          ...joined,
-          points: dots(colorOf(v.name), 4),
-        }),
-      ),
+      series: variants.map((v) => {
+        const color = colorOf(v.name);
+        return line(v.name, color, { dash: shadowDash(v), ...joined, points: dots(color, 4) });
+      }),
     });
   draw("panel-errors", `err:${key}`, makeOpts, [xs, ...variants.map((v) => v.error_rate)]);
 };
