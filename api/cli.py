@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,28 @@ def _floats(text: str) -> list[float]:
     return values
 
 
+class _SimulatedPolicies:
+    """The registered policies ``simulate`` can run: argparse's ``choices`` for ``--policy``.
+
+    Read from the registry when argparse first asks, so commands other than
+    ``simulate`` do not import the statistics. ``simulate`` fills in a fixed split
+    (equal weights); a policy needing another parameter without a default (a
+    canary's arms) cannot run from its flags.
+    """
+
+    def _kinds(self) -> list[str]:
+        from bandit.config import required_parameters
+        from bandit.registry import policy_kinds
+
+        return [kind for kind in policy_kinds() if required_parameters(kind) <= {"weights"}]
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._kinds()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kinds())
+
+
 def _significant(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
@@ -282,7 +304,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--policy",
         default="thompson",
-        choices=["thompson", "epsilon_greedy", "ucb1", "fixed"],
+        choices=_SimulatedPolicies(),
         help="allocation policy (default thompson; fixed is equal weights)",
     )
     sim.add_argument(

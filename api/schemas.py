@@ -7,8 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from bandit.config import DEFAULT_MIN_WEIGHT, default_min_weight
+from bandit.config import default_min_weight
+from bandit.policy import DEFAULT_MIN_WEIGHT
+from bandit.registry import policy_kinds
 
 __all__ = [
     "AllocationOut",
@@ -36,7 +39,8 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 ExperimentStatus = Literal["draft", "running", "paused", "stopped"]
 RewardKind = Literal["binary", "continuous", "label"]
 RewardMetric = Literal["accuracy", "neg_abs_error", "neg_squared_error"]
-PolicyKind = Literal["thompson", "epsilon_greedy", "ucb1", "fixed", "canary"]
+PolicyKind = str
+"""A registered policy kind (:func:`bandit.registry.policy_kinds`), checked at request time."""
 
 
 class _Strict(BaseModel):
@@ -76,7 +80,23 @@ class PolicySpec(BaseModel):
     """``{"kind": ..., **params}``; the params are checked by the ``bandit`` package."""
 
     model_config = ConfigDict(extra="allow")
-    kind: PolicyKind
+    # The OpenAPI enum lists the kinds registered when this module was imported; a request
+    # is checked against the registry as it is then, so a policy registered later is accepted.
+    kind: PolicyKind = Field(json_schema_extra={"enum": list(policy_kinds())})
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        kinds = policy_kinds()
+        if kind not in kinds:
+            quoted = [repr(k) for k in kinds]
+            expected = (
+                ", ".join(quoted[:-1]) + " or " + quoted[-1] if len(quoted) > 1 else quoted[0]
+            )
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return kind
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

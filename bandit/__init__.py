@@ -7,8 +7,14 @@ No I/O, no clock, no global state: every random function takes a
 ``posterior``      Beta-Bernoulli and normal posteriors
 ``bayesian``       P(best), expected loss, credible intervals
 ``allocation``     allocate(): policy configuration + statistics -> weights
-``config``         policy configurations and policy_from_dict
-``thompson``, ``epsilon_greedy``, ``ucb``, ``canary``   the policies
+``policy``         what a policy is: PolicyConfig, Evidence, Proposal, Policy
+``registry``       the policies by kind; register_policy() adds one
+``parameters``     policy parameters parsed by their type annotations
+``config``         policy_from_dict / policy_to_dict over the registry
+``thompson``, ``epsilon_greedy``, ``ucb``, ``fixed``, ``canary``   the policies,
+                   each its configuration and its decide function
+``guardrails``     ArmHealth, Guardrails and check_guardrails (canary and service)
+``stopping``       StoppingRule: when an experiment has a winner
 ``frequentist``    z-test, Welch, non-inferiority, intervals, tests against control
 ``sequential``     mSPRT: always-valid p-values and confidence sequences
 ``corrections``    Holm
@@ -23,21 +29,20 @@ from __future__ import annotations
 
 from bandit.allocation import Allocation, allocate
 from bandit.bayesian import credible_intervals, expected_loss, prob_best
-from bandit.canary import ArmHealth
-from bandit.config import (
-    CanaryConfig,
-    EpsilonGreedyConfig,
-    FixedConfig,
-    PolicyConfig,
-    ThompsonConfig,
-    Ucb1Config,
-    policy_from_dict,
-    policy_to_dict,
-)
+from bandit.canary import CanaryConfig
+from bandit.config import policy_from_dict, policy_to_dict
+from bandit.epsilon_greedy import EpsilonGreedyConfig
 from bandit.errors import BanditError, InvalidInputError
+from bandit.fixed import FixedConfig
+from bandit.guardrails import ArmHealth, GuardrailCheck, Guardrails, check_guardrails
 from bandit.ipw import IpwStats
+from bandit.policy import Evidence, Policy, PolicyConfig, Proposal
+from bandit.registry import get_policy, policy_kinds, register_policy, unregister_policy
 from bandit.simulate import SimulationResult, simulate
 from bandit.stats import ArmStats
+from bandit.stopping import StoppingRule
+from bandit.thompson import ThompsonConfig
+from bandit.ucb import Ucb1Config
 
 __all__ = [
     "Allocation",
@@ -46,18 +51,29 @@ __all__ = [
     "BanditError",
     "CanaryConfig",
     "EpsilonGreedyConfig",
+    "Evidence",
     "FixedConfig",
+    "GuardrailCheck",
+    "Guardrails",
     "InvalidInputError",
     "IpwStats",
+    "Policy",
     "PolicyConfig",
+    "Proposal",
     "SimulationResult",
+    "StoppingRule",
     "ThompsonConfig",
     "Ucb1Config",
     "allocate",
+    "check_guardrails",
     "credible_intervals",
     "expected_loss",
+    "get_policy",
     "policy_from_dict",
+    "policy_kinds",
     "policy_to_dict",
     "prob_best",
+    "register_policy",
     "simulate",
+    "unregister_policy",
 ]

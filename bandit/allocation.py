@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from bandit.canary import ArmHealth, CanaryStep, canary_end, canary_step
-from bandit.config import (
-    CanaryConfig,
-    EpsilonGreedyConfig,
-    FixedConfig,
-    PolicyConfig,
-    ThompsonConfig,
-    Ucb1Config,
-)
-from bandit.epsilon_greedy import epsilon_greedy_distribution
+from bandit._wording import number
 from bandit.errors import InvalidInputError, InvalidPolicyError
+from bandit.guardrails import ArmHealth
+from bandit.policy import Decision, Evidence, PolicyConfig, Proposal
 from bandit.posterior import RewardKind, check_binary
+from bandit.registry import get_policy
 from bandit.stats import ArmStats, reduce_buckets
-from bandit.thompson import thompson_distribution
-from bandit.ucb import ucb1_distribution, ucb1_index
 
 __all__ = ["Allocation", "ArmInput", "allocate", "apply_floor"]
 
 ArmInput = ArmStats | Sequence[ArmStats]
 """An arm's aggregate, or its time buckets oldest first (for ``discount``/``window``)."""
-
-Decision = Literal["burn_in", "reweight", "fixed", "advance", "hold", "rollback", "ended"]
 
 
 @dataclass(frozen=True)
@@ -123,8 +111,26 @@ def _floored(
     return apply_floor(distribution, min_weight)
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
+def _burn_in(config: PolicyConfig, evidence: Evidence) -> tuple[Proposal, bool] | None:
+    """Hold an adaptive policy until every arm has ``burn_in`` rewarded requests.
+
+    Returns the proposal and whether it keeps the previous weights, or ``None``
+    once burn-in is over.
+    """
+    names, stats = evidence.names, evidence.stats
+    short = [(name, s.n) for name, s in zip(names, stats, strict=True) if s.n < config.burn_in]
+    if not short:
+        return None
+    name, n = min(short, key=lambda item: item[1])
+    kept = _previous_distribution(names, evidence.previous)
+    what = "keeping the previous weights" if kept is not None else "splitting traffic evenly"
+    reason = (
+        f"Burn-in: arm {name!r} has {n:g} rewarded requests, fewer than the "
+        f"{config.burn_in} every arm needs before reweighting; {what}."
+    )
+    if kept is None:
+        return Proposal(np.full(len(names), 1.0 / len(names)), reason, "burn_in"), False
+    return Proposal(kept, reason, "burn_in"), True
 
 
 def allocate(
@@ -138,6 +144,11 @@ def allocate(
 ) -> Allocation:
     """Compute the next allocation.
 
+    What every policy shares happens here: the arms are checked, buckets are
+    reduced, an adaptive policy (``config.adaptive``) is held in burn-in, and
+    the floor is applied. The rest is the registered policy's ``decide``
+    (:mod:`bandit.registry`).
+
     Parameters
     ----------
     arms : sequence of (name, ArmStats or sequence of ArmStats)
@@ -145,8 +156,9 @@ def allocate(
         first) is reduced with the policy's ``discount`` and ``window``; a
         single aggregate is used as it is.
     config : PolicyConfig
-        A canary whose candidate or control is not among ``arms`` has ended
-        (:func:`bandit.canary.canary_end`) and gets decision ``"ended"``.
+        The configuration of a registered policy. A canary whose candidate or
+        control is not among ``arms`` has ended (:func:`bandit.canary.canary_end`)
+        and gets decision ``"ended"``.
     kind : {"binary", "continuous"}
     rng : numpy.random.Generator
         Source of randomness (Thompson's posterior draws).
@@ -171,6 +183,10 @@ def allocate(
     if kind not in ("binary", "continuous"):
         msg = f"The reward kind must be 'binary' or 'continuous', but {kind!r} was given."
         raise InvalidInputError(msg)
+    policy = get_policy(config.kind)
+    if not isinstance(config, policy.config):
+        msg = f"Unsupported policy configuration {config!r}."
+        raise InvalidPolicyError(msg)
     k = len(names)
     if k * config.min_weight > 1.0 + 1e-12:
         msg = (
@@ -181,136 +197,24 @@ def allocate(
     stats = [_reduce(arm, config) for _, arm in arms]
     if kind == "binary":
         check_binary(stats)
-    means = {name: s.mean for name, s in zip(names, stats, strict=True)}
-    counts = {name: float(s.n) for name, s in zip(names, stats, strict=True)}
-
-    def done(
-        distribution: NDArray[np.float64],
-        reason: str,
-        decision: Decision,
-        *,
-        keep_if_feasible: bool = False,
-        prob_best: dict[str, float] | None = None,
-        expected_loss: dict[str, float] | None = None,
-        stage: float | None = None,
-    ) -> Allocation:
-        weights = _floored(distribution, config.min_weight, keep_if_feasible=keep_if_feasible)
-        if config.min_weight > 0 and not keep_if_feasible:
-            reason = f"{reason} Every arm keeps at least {_fmt(config.min_weight)} of traffic."
-        return Allocation(
-            weights={name: float(w) for name, w in zip(names, weights, strict=True)},
-            reason=reason,
-            policy=config.kind,
-            decision=decision,
-            means=means,
-            counts=counts,
-            prob_best=prob_best,
-            expected_loss=expected_loss,
-            stage=stage,
-        )
-
-    if isinstance(config, FixedConfig):
-        if set(config.weights) != set(names):
-            msg = (
-                f"Fixed weights must name exactly the active arms {sorted(names)!r}, "
-                f"but they name {sorted(config.weights)!r}."
-            )
-            raise InvalidPolicyError(msg)
-        fixed = np.array([config.weights[name] for name in names], dtype=np.float64)
-        return done(fixed, "Fixed split as configured.", "fixed")
-
-    if isinstance(config, CanaryConfig):
-        end = canary_end(names, config)
-        if end is not None:
-            ended = np.array([end.shares[name] for name in names], dtype=np.float64)
-            return done(ended, end.reason, "ended", stage=end.shares.get(config.candidate, 0.0))
-        step = _canary(names, stats, config, kind, previous, health)
-        distribution = np.zeros(k)
-        distribution[names.index(config.candidate)] = step.share
-        distribution[names.index(config.control)] = 1.0 - step.share
-        return done(distribution, step.reason, step.decision, stage=step.share)
-
-    if config.burn_in > 0:
-        short = [(name, s.n) for name, s in zip(names, stats, strict=True) if s.n < config.burn_in]
-        if short:
-            name, n = min(short, key=lambda item: item[1])
-            kept = _previous_distribution(names, previous)
-            what = (
-                "keeping the previous weights" if kept is not None else "splitting traffic evenly"
-            )
-            reason = (
-                f"Burn-in: arm {name!r} has {n:g} rewarded requests, fewer than the "
-                f"{config.burn_in} every arm needs before reweighting; {what}."
-            )
-            if kept is None:
-                return done(np.full(k, 1.0 / k), reason, "burn_in")
-            return done(kept, reason, "burn_in", keep_if_feasible=True)
-
-    if isinstance(config, ThompsonConfig):
-        summary = thompson_distribution(stats, config, kind=kind, rng=rng)
-        best = int(np.argmax(summary.prob_best))
-        reason = (
-            f"Thompson sampling: each arm's weight is its posterior probability of being best "
-            f"({config.draws} draws); {names[best]!r} leads with "
-            f"{_fmt(float(summary.prob_best[best]))}."
-        )
-        return done(
-            summary.prob_best,
-            reason,
-            "reweight",
-            prob_best={n: float(p) for n, p in zip(names, summary.prob_best, strict=True)},
-            expected_loss={n: float(x) for n, x in zip(names, summary.expected_loss, strict=True)},
-        )
-    if isinstance(config, EpsilonGreedyConfig):
-        distribution = epsilon_greedy_distribution(stats, config)
-        leaders = [n for n, s in zip(names, stats, strict=True) if s.n == 0] or [
-            n for n in names if means[n] == max(means.values())
-        ]
-        reason = (
-            f"Epsilon-greedy with epsilon {_fmt(config.epsilon)}: {_names(leaders)} "
-            f"{'share' if len(leaders) > 1 else 'gets'} the greedy {_fmt(1 - config.epsilon)} "
-            f"of traffic ({'untried' if counts[leaders[0]] == 0 else 'highest mean reward'}); "
-            f"the rest is spread evenly."
-        )
-        return done(distribution, reason, "reweight")
-    if isinstance(config, Ucb1Config):
-        distribution = ucb1_distribution(stats, config)
-        index = ucb1_index(stats, c=config.c)
-        leaders = [n for n, p in zip(names, distribution, strict=True) if p > 0]
-        bound = float(index[names.index(leaders[0])])
-        detail = "untried" if math.isinf(bound) else f"upper confidence bound {_fmt(bound)}"
-        reason = f"UCB1: {_names(leaders)} with the highest index ({detail}) takes all traffic."
-        return done(distribution, reason, "reweight")
-    msg = f"Unsupported policy configuration {config!r}."
-    raise InvalidPolicyError(msg)
-
-
-def _names(names: Sequence[str]) -> str:
-    quoted = [repr(n) for n in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-
-
-def _canary(
-    names: Sequence[str],
-    stats: Sequence[ArmStats],
-    config: CanaryConfig,
-    kind: RewardKind,
-    previous: Mapping[str, float] | None,
-    health: Mapping[str, ArmHealth] | None,
-) -> CanaryStep:
-    k = len(names)
-    current: float | None = None
-    if previous is not None and config.candidate in previous:
-        spread = 1.0 - k * config.min_weight
-        raw = previous[config.candidate] - config.min_weight
-        # Undo the floor so the stage is read in the policy's own units.
-        current = max(raw / spread, 0.0) if spread > 0 else config.stages[0]
-    by_name = dict(zip(names, stats, strict=True))
-    return canary_step(
-        by_name[config.control],
-        by_name[config.candidate],
-        config,
-        kind=kind,
-        current_share=current,
-        health=None if health is None else health.get(config.candidate),
+    evidence = Evidence(tuple(names), tuple(stats), kind, rng, previous, health)
+    held = _burn_in(config, evidence) if config.adaptive and config.burn_in > 0 else None
+    if held is not None:
+        proposal, keep_if_feasible = held
+    else:
+        proposal, keep_if_feasible = policy.decide(config, evidence), False
+    weights = _floored(proposal.distribution, config.min_weight, keep_if_feasible=keep_if_feasible)
+    reason = proposal.reason
+    if config.min_weight > 0 and not keep_if_feasible:
+        reason = f"{reason} Every arm keeps at least {number(config.min_weight)} of traffic."
+    return Allocation(
+        weights={name: float(w) for name, w in zip(names, weights, strict=True)},
+        reason=reason,
+        policy=config.kind,
+        decision=proposal.decision,
+        means=evidence.means,
+        counts=evidence.counts,
+        prob_best=proposal.prob_best,
+        expected_loss=proposal.expected_loss,
+        stage=proposal.stage,
     )

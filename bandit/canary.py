@@ -24,42 +24,95 @@ small early stages bound what such an error costs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
-from bandit.config import CanaryConfig
-from bandit.errors import InvalidInputError
+import numpy as np
+
+from bandit.errors import InvalidInputError, InvalidPolicyError
 from bandit.frequentist import Comparison, noninferiority_test
+from bandit.guardrails import ArmHealth, Guardrails, check_guardrails
+from bandit.policy import Evidence, Policy, PolicyConfig, Proposal, require
 from bandit.posterior import RewardKind
 from bandit.stats import ArmStats
 
-__all__ = ["ArmHealth", "CanaryEnd", "CanaryStep", "canary_end", "canary_step"]
+__all__ = [
+    "POLICY",
+    "CanaryConfig",
+    "CanaryEnd",
+    "CanaryStep",
+    "canary_decide",
+    "canary_end",
+    "canary_step",
+]
 
 # Shares recovered from stored float weights carry rounding; closer than this is equal.
 _SHARE_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
-class ArmHealth:
-    """Operational health of one arm over the served requests being judged."""
+class CanaryConfig(PolicyConfig):
+    """A staged rollout of ``candidate`` against ``control``.
 
-    requests: int
-    errors: int = 0
-    p99_latency_ms: float | None = None
+    The candidate's share climbs through ``stages``, one stage per allocation,
+    while its guardrails hold and it is shown non-inferior to the control at
+    level ``alpha`` with margin ``margin`` times the control's mean. A guardrail
+    breach, or evidence that the candidate is worse than the control by more
+    than the margin, rolls it back to zero. Until both arms have ``min_samples``
+    rewarded requests (and the candidate ``min_samples`` served requests for the
+    guardrails) the stage holds.
+    """
+
+    kind: ClassVar[str] = "canary"
+    adaptive: ClassVar[bool] = False
+    default_min_weight: ClassVar[float] = 0.0
+
+    candidate: str
+    control: str
+    stages: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 1.0)
+    margin: float = 0.05
+    alpha: float = 0.05
+    min_samples: int = 100
+    max_error_rate: float | None = None
+    max_p99_latency_ms: float | None = None
 
     def __post_init__(self) -> None:
-        if self.requests < 0 or not (0 <= self.errors <= self.requests):
-            msg = (
-                f"ArmHealth needs 0 <= errors <= requests, but requests = {self.requests!r} "
-                f"and errors = {self.errors!r} were given."
-            )
-            raise InvalidInputError(msg)
+        super().__post_init__()
+        require(
+            bool(self.candidate) and bool(self.control) and self.candidate != self.control,
+            f"The candidate and the control must be two different arms, but "
+            f"{self.candidate!r} and {self.control!r} were given.",
+        )
+        require(
+            len(self.stages) >= 1
+            and all(0.0 < s <= 1.0 for s in self.stages)
+            and all(a < b for a, b in zip(self.stages, self.stages[1:], strict=False)),
+            f"stages must be strictly increasing shares in (0, 1], but {self.stages!r} was given.",
+        )
+        require(
+            math.isfinite(self.margin) and self.margin >= 0.0,
+            f"margin must be finite and non-negative, but {self.margin!r} was given.",
+        )
+        require(0.0 < self.alpha < 1.0, f"alpha must be in (0, 1), but {self.alpha!r} was given.")
+        require(
+            self.min_samples >= 0,
+            f"min_samples must be non-negative, but {self.min_samples!r} was given.",
+        )
+        try:
+            _ = self.guardrails
+        except InvalidInputError as exc:
+            raise InvalidPolicyError(str(exc)) from exc
 
     @property
-    def error_rate(self) -> float:
-        """Errors per served request, 0.0 without requests."""
-        return self.errors / self.requests if self.requests > 0 else 0.0
+    def guardrails(self) -> Guardrails:
+        """The candidate's limits, judged on ``min_samples`` served requests."""
+        return Guardrails(
+            max_error_rate=self.max_error_rate,
+            max_p99_latency_ms=self.max_p99_latency_ms,
+            min_requests=self.min_samples,
+        )
 
 
 @dataclass(frozen=True)
@@ -121,32 +174,6 @@ def _pct(share: float) -> str:
     return f"{100 * share:g}%"
 
 
-def _guardrails(config: CanaryConfig, health: ArmHealth | None) -> tuple[str, str]:
-    """("ok" | "breach" | "unknown", explanation)."""
-    limits = config.max_error_rate is not None or config.max_p99_latency_ms is not None
-    if not limits:
-        return "ok", "no guardrails are configured"
-    if health is None or health.requests < config.min_samples:
-        served = 0 if health is None else health.requests
-        return "unknown", (
-            f"the guardrails need {config.min_samples} served requests of "
-            f"{config.candidate!r} and it has {served}"
-        )
-    if config.max_error_rate is not None and health.error_rate > config.max_error_rate:
-        return "breach", (
-            f"its error rate {health.error_rate:.4g} exceeds the limit {config.max_error_rate:g}"
-        )
-    if config.max_p99_latency_ms is not None:
-        if health.p99_latency_ms is None:
-            return "unknown", f"no p99 latency is known for {config.candidate!r}"
-        if health.p99_latency_ms > config.max_p99_latency_ms:
-            return "breach", (
-                f"its p99 latency {health.p99_latency_ms:g} ms exceeds the limit "
-                f"{config.max_p99_latency_ms:g} ms"
-            )
-    return "ok", "its guardrails hold"
-
-
 def canary_step(
     control: ArmStats,
     candidate: ArmStats,
@@ -182,7 +209,8 @@ def canary_step(
             "hold",
             f"{cand!r} was rolled back earlier and stays at 0% until it is promoted or restarted.",
         )
-    state, why = _guardrails(config, health)
+    check = check_guardrails(health, config.guardrails, arm=cand)
+    state, why = check.state, check.reason
     if state == "breach":
         return CanaryStep(0.0, "rollback", f"Rolled back {cand!r} to 0%: {why}.")
     if min(control.n, candidate.n) < config.min_samples:
@@ -230,3 +258,37 @@ def canary_step(
         f"non-inferior to {ctrl!r} within {margin:.4g} (p = {test.p_value:.4g}).",
         test,
     )
+
+
+def _current_share(config: CanaryConfig, evidence: Evidence) -> float | None:
+    if evidence.previous is None or config.candidate not in evidence.previous:
+        return None
+    spread = 1.0 - len(evidence.names) * config.min_weight
+    raw = evidence.previous[config.candidate] - config.min_weight
+    # Undo the floor so the stage is read in the policy's own units.
+    return max(raw / spread, 0.0) if spread > 0 else config.stages[0]
+
+
+def canary_decide(config: CanaryConfig, evidence: Evidence) -> Proposal:
+    """End the canary (rule 0) or take one step, as shares of the candidate and the control."""
+    names = evidence.names
+    end = canary_end(names, config)
+    if end is not None:
+        ended = np.array([end.shares[name] for name in names], dtype=np.float64)
+        return Proposal(ended, end.reason, "ended", stage=end.shares.get(config.candidate, 0.0))
+    by_name: Mapping[str, ArmStats] = dict(zip(names, evidence.stats, strict=True))
+    step = canary_step(
+        by_name[config.control],
+        by_name[config.candidate],
+        config,
+        kind=evidence.kind,
+        current_share=_current_share(config, evidence),
+        health=None if evidence.health is None else evidence.health.get(config.candidate),
+    )
+    distribution = np.zeros(len(names))
+    distribution[names.index(config.candidate)] = step.share
+    distribution[names.index(config.control)] = 1.0 - step.share
+    return Proposal(distribution, step.reason, step.decision, stage=step.share)
+
+
+POLICY = Policy(CanaryConfig, canary_decide)

@@ -26,9 +26,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bandit.allocation import ArmInput, allocate
-from bandit.config import PolicyConfig, ThompsonConfig
 from bandit.errors import InvalidInputError
+from bandit.policy import PolicyConfig
 from bandit.stats import ArmStats
+from bandit.thompson import ThompsonConfig
 
 __all__ = ["SimulationResult", "arm_names", "simulate"]
 

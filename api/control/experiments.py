@@ -8,17 +8,19 @@ from sqlalchemy.orm import Session, selectinload
 
 from api.control import allocation_versions
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
-from api.policy_config import check_policy
 from api.schemas import (
     ExperimentCreate,
     ExperimentOut,
     ExperimentPatch,
     Guardrails,
+    PolicySpec,
     RewardSpec,
     Stopping,
 )
 from api.store.models import AuditEvent, Experiment
-from bandit.config import CanaryConfig, PolicyConfig, policy_from_dict
+from bandit.canary import CanaryConfig
+from bandit.config import policy_from_dict
+from bandit.policy import PolicyConfig
 
 __all__ = [
     "TRANSITIONS",
@@ -54,8 +56,17 @@ def list_experiments(session: Session) -> list[Experiment]:
     return list(session.scalars(stmt))
 
 
+def _checked_policy(spec: PolicySpec) -> tuple[dict[str, object], PolicyConfig]:
+    """The policy as stored (``{"kind", **params}`` as given, defaults left out) and parsed.
+
+    A bad policy raises :class:`bandit.errors.BanditError`, a 422 naming the parameter.
+    """
+    params = spec.params()
+    return {"kind": spec.kind, **params}, policy_from_dict(spec.kind, params)
+
+
 def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -> Experiment:
-    policy = {"kind": body.policy.kind, **check_policy(body.policy.kind, body.policy.params())}
+    policy, _ = _checked_policy(body.policy)
     experiment = Experiment(
         name=body.name,
         description=body.description,
@@ -104,9 +115,7 @@ def _canary_arms_missing(
 
 def _initial_weights(experiment: Experiment, arms: list[str]) -> tuple[dict[str, float], str]:
     """Equal weights, or for a canary its first stage (the candidate's share) over the control."""
-    config = policy_from_dict(
-        experiment.policy["kind"], {k: v for k, v in experiment.policy.items() if k != "kind"}
-    )
+    config = experiment.policy_config
     missing = _canary_arms_missing(experiment, config, arms)
     if missing is not None:
         raise ConflictError(missing, code="canary_arms_missing")
@@ -159,17 +168,16 @@ def patch_experiment(
     if body.description is not None:
         experiment.description = body.description
     if body.policy is not None:
-        params = check_policy(body.policy.kind, body.policy.params())
+        policy, config = _checked_policy(body.policy)
         if experiment.status in ("running", "paused"):
             # The next reallocation runs this policy; a draft's arms may still be
             # uploaded, and starting it checks them.
-            config = policy_from_dict(body.policy.kind, params)
             missing = _canary_arms_missing(
                 experiment, config, allocation_versions.active_arms(experiment)
             )
             if missing is not None:
                 raise InvalidRequestError(missing, code="canary_arms_missing")
-        experiment.policy = {"kind": body.policy.kind, **params}
+        experiment.policy = policy
     if body.guardrails is not None:
         experiment.guardrails = body.guardrails.model_dump()
     if body.stopping is not None:

@@ -172,14 +172,11 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     )
     srm = srm_test(observed, expected) if sum(observed) > 0 and len(names) > 1 else None
     srm_mismatch = srm is not None and srm.p_value < SRM_ALPHA
-    stopping: dict[str, Any] = experiment.stopping or {}
     winner = None
     if bayes is not None:
-        best = int(np.argmax(bayes.prob_best))
-        if bayes.prob_best[best] >= stopping.get("prob_best", 0.95) and bayes.expected_loss[
-            best
-        ] <= stopping.get("expected_loss", 0.001):
-            winner = names[best]
+        winner = experiment.stopping_rule.winner(
+            names, bayes.prob_best.tolist(), bayes.expected_loss.tolist()
+        )
     verdict = _verdict(experiment, reports[: len(arms)], winner, srm_mismatch, srm)
     return Report(
         experiment=experiment.name,

@@ -26,8 +26,7 @@ from api.store.models import AllocationRow, AuditEvent, Experiment
 from api.store.types import utcnow
 from bandit.allocation import allocate
 from bandit.bayesian import bayes_summary
-from bandit.canary import ArmHealth
-from bandit.config import policy_from_dict
+from bandit.guardrails import ArmHealth, check_guardrails
 
 __all__ = ["Reallocator"]
 
@@ -42,25 +41,8 @@ def _seed(experiment: str, version: int) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _guardrail_reason(
-    view: VariantView, guardrails: dict[str, Any], min_requests: int
-) -> str | None:
-    if view.served < min_requests:
-        return None
-    max_error_rate = guardrails.get("max_error_rate")
-    if max_error_rate is not None and view.error_rate > max_error_rate:
-        return (
-            f"error rate {view.error_rate:.4g} over max_error_rate {max_error_rate:g} "
-            f"on {view.served} requests"
-        )
-    max_p99 = guardrails.get("max_p99_latency_ms")
-    p99 = view.p(0.99)
-    if max_p99 is not None and p99 is not None and p99 > max_p99:
-        return (
-            f"p99 latency {p99:.4g} ms over max_p99_latency_ms {max_p99:g} "
-            f"on {view.served} requests"
-        )
-    return None
+def _health(view: VariantView) -> ArmHealth:
+    return ArmHealth(view.served, view.errors, view.p(0.99))
 
 
 class Reallocator:
@@ -75,16 +57,23 @@ class Reallocator:
     # -- one experiment ---------------------------------------------------------------
 
     def _apply_guardrails(
-        self, session: Session, experiment: Experiment, views: list[VariantView], author: str
+        self,
+        session: Session,
+        experiment: Experiment,
+        views: list[VariantView],
+        health: dict[str, ArmHealth],
+        author: str,
     ) -> list[dict[str, Any]]:
         pulled = []
         arms = {v.name: v for v in experiment.variants if v.role == "arm" and v.status == "active"}
+        guardrails = dataclasses.replace(
+            experiment.guardrail_config, min_requests=self._settings.guardrail_min_requests
+        )
         for view in views:
-            reason = _guardrail_reason(
-                view, experiment.guardrails or {}, self._settings.guardrail_min_requests
-            )
-            if reason is None or view.name not in arms:
+            check = check_guardrails(health[view.name], guardrails, arm=view.name, wording="audit")
+            if check.state != "breach" or view.name not in arms:
                 continue
+            reason = check.reason
             if len(arms) == 1:
                 log.warning(
                     "%s: last arm %s fails its guardrail (%s)", experiment.name, view.name, reason
@@ -98,7 +87,7 @@ class Reallocator:
                 "reason": reason,
                 "served": view.served,
                 "errors": view.errors,
-                "p99_latency_ms": view.p(0.99),
+                "p99_latency_ms": health[view.name].p99_latency_ms,
             }
             session.add(
                 AuditEvent(
@@ -119,15 +108,14 @@ class Reallocator:
         self.stats.refresh(session)
         arm_rows = [v for v in experiment.variants if v.role == "arm" and v.status == "active"]
         views = self.stats.variants(experiment.name, [(v.name, "arm") for v in arm_rows])
-        pulled = self._apply_guardrails(session, experiment, views, author)
+        health = {view.name: _health(view) for view in views}
+        pulled = self._apply_guardrails(session, experiment, views, health, author)
         names = allocation_versions.active_arms(experiment)
         if not names:
             msg = f"Experiment {experiment.name!r} has no active arm to allocate traffic to."
             raise ConflictError(msg, code="no_active_arm")
         by_name = {v.name: v for v in views}
-        config = policy_from_dict(
-            experiment.policy["kind"], {k: v for k, v in experiment.policy.items() if k != "kind"}
-        )
+        config = experiment.policy_config
         if experiment.min_weight > config.min_weight:
             config = dataclasses.replace(
                 config, min_weight=min(experiment.min_weight, 1.0 / len(names))
@@ -140,16 +128,13 @@ class Reallocator:
         arms_input = [
             (n, by_name[n].buckets() if uses_buckets else by_name[n].rewards) for n in names
         ]
-        health = {
-            n: ArmHealth(by_name[n].served, by_name[n].errors, by_name[n].p(0.99)) for n in names
-        }
         decision = allocate(
             arms_input,
             config,
             kind=kind,
             rng=np.random.default_rng(seed),
             previous=dict(current.weights) if current else None,
-            health=health,
+            health={n: health[n] for n in names},
         )
         weights = decision.weights
         reason = decision.reason
@@ -168,19 +153,15 @@ class Reallocator:
             )
             prob_best = dict(zip(names, summary.prob_best.tolist(), strict=True))
             loss = dict(zip(names, summary.expected_loss.tolist(), strict=True))
-        stopping = experiment.stopping or {}
+        stopping = experiment.stopping_rule
         winner = None
-        if prob_best and loss and len(names) > 1:
-            best = max(prob_best, key=lambda n: prob_best[n])
-            if prob_best[best] >= stopping.get("prob_best", 0.95) and loss[best] <= stopping.get(
-                "expected_loss", 0.001
-            ):
-                winner = best
-                if stopping.get("auto_promote"):
-                    weights = {n: 1.0 if n == best else 0.0 for n in names}
-                    reason += f" Stopping rule met: auto-promoting {best!r}."
-                else:
-                    reason += f" Stopping rule met: {best!r} is the winner."
+        if prob_best and loss:
+            winner = stopping.winner(names, [prob_best[n] for n in names], [loss[n] for n in names])
+        if winner is not None and stopping.auto_promote:
+            weights = {n: 1.0 if n == winner else 0.0 for n in names}
+            reason += f" Stopping rule met: auto-promoting {winner!r}."
+        elif winner is not None:
+            reason += f" Stopping rule met: {winner!r} is the winner."
         row = allocation_versions.record_allocation(
             session,
             experiment,

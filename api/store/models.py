@@ -24,6 +24,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from api.store.types import UtcDateTime, utcnow
+from bandit.config import policy_from_dict
+from bandit.guardrails import Guardrails
+from bandit.policy import PolicyConfig
+from bandit.stopping import StoppingRule
 from lake.manifest import metadata as lake_metadata
 
 __all__ = [
@@ -73,6 +77,24 @@ class Experiment(Base):
     variants: Mapped[list[Variant]] = relationship(
         back_populates="experiment", order_by="Variant.id", cascade="all, delete-orphan"
     )
+
+    # The JSON columns are read into bandit's validated objects here, once; callers
+    # use these rather than the dictionaries and their defaults.
+
+    @property
+    def policy_config(self) -> PolicyConfig:
+        """The stored policy, parsed by :func:`bandit.config.policy_from_dict`."""
+        return policy_from_dict(str(self.policy["kind"]), self.policy)
+
+    @property
+    def guardrail_config(self) -> Guardrails:
+        """The stored guardrails; ``min_requests`` is the service's to set."""
+        return Guardrails(**(self.guardrails or {}))
+
+    @property
+    def stopping_rule(self) -> StoppingRule:
+        """The stored stopping rule; rows stored without one get the defaults."""
+        return StoppingRule(**(self.stopping or {}))
 
 
 class Variant(Base):

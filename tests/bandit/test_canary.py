@@ -3,10 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bandit import ArmHealth, CanaryConfig
 from bandit.allocation import Allocation, allocate
-from bandit.canary import ArmHealth
-from bandit.config import CanaryConfig
-from bandit.errors import InvalidInputError
 from bandit.stats import ArmStats
 
 CONFIG = CanaryConfig("cand", "ctrl", max_error_rate=0.02, max_p99_latency_ms=250.0)
@@ -136,25 +134,6 @@ def test_continuous_rewards_use_welch_non_inferiority() -> None:
         previous=shares(0.05),
     )
     assert got.decision == "advance"
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        (
-            {"requests": 3, "errors": 4},
-            "ArmHealth needs 0 <= errors <= requests, but requests = 3 and errors = 4 were given.",
-        ),
-        (
-            {"requests": -1},
-            "ArmHealth needs 0 <= errors <= requests, but requests = -1 and errors = 0 were given.",
-        ),
-    ],
-)
-def test_impossible_health_is_rejected(kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(InvalidInputError) as caught:
-        ArmHealth(**kwargs)
-    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize(

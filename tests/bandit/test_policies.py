@@ -9,9 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bandit.allocation import allocate, apply_floor
-from bandit.bayesian import prob_best
-from bandit.config import (
+from bandit import (
     CanaryConfig,
     EpsilonGreedyConfig,
     FixedConfig,
@@ -19,6 +17,8 @@ from bandit.config import (
     ThompsonConfig,
     Ucb1Config,
 )
+from bandit.allocation import allocate, apply_floor
+from bandit.bayesian import prob_best
 from bandit.errors import InvalidInputError, InvalidPolicyError
 from bandit.stats import ArmStats
 

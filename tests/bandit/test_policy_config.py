@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.config import (
+from bandit import (
     CanaryConfig,
     EpsilonGreedyConfig,
     FixedConfig,

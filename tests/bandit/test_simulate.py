@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bandit.config import EpsilonGreedyConfig, FixedConfig, ThompsonConfig, Ucb1Config
+from bandit import EpsilonGreedyConfig, FixedConfig, ThompsonConfig, Ucb1Config
 from bandit.errors import InvalidInputError
 from bandit.simulate import _batch_rewards, arm_names, simulate
 
