@@ -29,6 +29,7 @@ from api.serving.sync import sync_pool
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.secrets import shared_secret
+from lake.dashboard import DashboardQueries
 from lake.janitor import janitor
 from lake.writer import LakeWriter
 
@@ -142,6 +143,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         app.state.lake_stats = LakeStats(
             engine, settings.lake_root, lookback=timedelta(seconds=settings.feedback_lookback_s)
         )
+        # The dashboard's DuckDB connection and cache: this app's, closed when it stops.
+        app.state.dashboard_queries = DashboardQueries()
         reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
         app.state.reallocator = reallocator
         if tune_gc:
@@ -162,6 +165,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
             for writer in writers.values():
                 await asyncio.to_thread(writer.close, 30.0)
             service.sync_metrics()
+            app.state.dashboard_queries.close()
             engine.dispose()
             if tune_gc:
                 # Let the collector see everything again, so objects held by extension

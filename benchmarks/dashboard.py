@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT))
 
 from api.reallocation.lake_views import reward_rule  # noqa: E402
 from benchmarks.reallocation import FILE_ROWS, SPAN, T0, LakeBuilder, bench_experiment  # noqa: E402
-from lake.dashboard import feature_drift, time_buckets  # noqa: E402
 from lake.reader import open_lake  # noqa: E402
 
 BUDGET_MS = 200.0
@@ -82,6 +81,8 @@ def _measure(
             "drift_24h": f"{api}/bench/drift",
         }
         lookback = timedelta(seconds=settings.feedback_lookback_s)
+        # The app's own: the same connection and cache as the endpoints use.
+        panel_queries = app.state.dashboard_queries
 
         def lake_query(run: Callable[[Any], object]) -> Callable[[], object]:
             def call() -> object:
@@ -92,15 +93,15 @@ def _measure(
 
         queries: dict[str, Callable[[], object]] = {
             "lake.time_buckets_24h": lake_query(
-                lambda lake: time_buckets(lake, "bench", rule, lookback=lookback)
+                lambda lake: panel_queries.time_buckets(lake, "bench", rule, lookback=lookback)
             ),
             "lake.time_buckets_7d": lake_query(
-                lambda lake: time_buckets(
+                lambda lake: panel_queries.time_buckets(
                     lake, "bench", rule, hours=168, buckets=84, lookback=lookback
                 )
             ),
             "lake.feature_drift_24h": lake_query(
-                lambda lake: feature_drift(lake, "bench", features=["f0", "f1"])
+                lambda lake: panel_queries.feature_drift(lake, "bench", features=["f0", "f1"])
             ),
         }
         cold: dict[str, float] = {}

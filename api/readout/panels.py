@@ -21,7 +21,7 @@ from api.reallocation.lake_views import LakeStats, bandit_kind, reward_rule
 from api.store.models import Experiment
 from bandit.frequentist import mean_interval
 from bandit.stats import ArmStats
-from lake.dashboard import experiment_span, feature_drift, time_buckets
+from lake.dashboard import DashboardQueries
 from lake.reader import Lake
 
 __all__ = [
@@ -174,7 +174,9 @@ def summaries(session: Session, stats: LakeStats) -> list[ExperimentSummary]:
     return out
 
 
-def allocation_history(session: Session, lake: Lake, experiment: Experiment) -> AllocationHistory:
+def allocation_history(
+    session: Session, queries: DashboardQueries, lake: Lake, experiment: Experiment
+) -> AllocationHistory:
     rows = allocation_versions.history(session, experiment, limit=10_000)
     steps = []
     for row in reversed(rows):
@@ -192,7 +194,7 @@ def allocation_history(session: Session, lake: Lake, experiment: Experiment) -> 
                 else None,
             )
         )
-    span = experiment_span(lake, experiment.name)
+    span = queries.experiment_span(lake, experiment.name)
     return AllocationHistory(
         experiment=experiment.name,
         variants=[v.name for v in experiment.variants if v.role == "arm"],
@@ -204,6 +206,7 @@ def allocation_history(session: Session, lake: Lake, experiment: Experiment) -> 
 
 
 def time_series(
+    queries: DashboardQueries,
     lake: Lake,
     experiment: Experiment,
     *,
@@ -213,7 +216,7 @@ def time_series(
 ) -> TimeSeries:
     """Per-variant requests, reward rate with its 95% interval, errors and latency."""
     kind = bandit_kind(experiment)
-    found = time_buckets(
+    found = queries.time_buckets(
         lake,
         experiment.name,
         reward_rule(experiment),
@@ -267,10 +270,10 @@ def time_series(
     )
 
 
-def drift(lake: Lake, experiment: Experiment, *, hours: int) -> DriftOut:
+def drift(queries: DashboardQueries, lake: Lake, experiment: Experiment, *, hours: int) -> DriftOut:
     """PSI per feature of the last ``hours`` of traffic against the first ``hours``."""
     names = {n: None for v in experiment.variants for n in v.feature_names}
-    found = feature_drift(lake, experiment.name, features=list(names) or None, hours=hours)
+    found = queries.feature_drift(lake, experiment.name, features=list(names) or None, hours=hours)
     features = [FeatureDriftOut.model_validate(f, from_attributes=True) for f in found.features]
     return DriftOut(
         experiment=experiment.name,

@@ -23,6 +23,7 @@ from api.readout import panels
 from api.readout.report import Report, build_report
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, error_responses, ok
+from lake.dashboard import DashboardQueries
 from lake.reader import Lake, open_lake
 
 router = APIRouter(tags=["dashboard"], responses=ADMIN_ERRORS)
@@ -48,7 +49,14 @@ def get_lake(request: Request, settings: SettingsDep) -> Iterator[Lake]:
         yield lake
 
 
+def get_queries(request: Request) -> DashboardQueries:
+    """The app's dashboard queries (its DuckDB connection and cache), made in the lifespan."""
+    queries: DashboardQueries = request.app.state.dashboard_queries
+    return queries
+
+
 LakeDep = Annotated[Lake, Depends(get_lake)]
+QueriesDep = Annotated[DashboardQueries, Depends(get_queries)]
 
 
 @router.get("/dashboard", include_in_schema=False)
@@ -95,12 +103,12 @@ def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Rep
     responses=ok(ex.DASHBOARD_ALLOCATIONS) | error_responses(404, 422),
 )
 def allocation_history(
-    name: str, _: AdminDep, session: SessionDep, lake: LakeDep
+    name: str, _: AdminDep, session: SessionDep, lake: LakeDep, queries: QueriesDep
 ) -> panels.AllocationHistory:
     """Every allocation version as a step of the allocation chart: its weights, reason,
     author and, where the policy computed it, P(best) per arm."""
     experiment = experiments.get_experiment(session, name)
-    return panels.allocation_history(session, lake, experiment)
+    return panels.allocation_history(session, queries, lake, experiment)
 
 
 @router.get(
@@ -113,6 +121,7 @@ def time_series(
     _: AdminDep,
     session: SessionDep,
     lake: LakeDep,
+    queries: QueriesDep,
     settings: SettingsDep,
     hours: Hours = 24,
     buckets: Buckets = 48,
@@ -121,6 +130,7 @@ def time_series(
     rewarded requests, reward mean with its interval, latency p50 and p99."""
     experiment = experiments.get_experiment(session, name)
     return panels.time_series(
+        queries,
         lake,
         experiment,
         hours=hours,
@@ -135,9 +145,14 @@ def time_series(
     responses=ok(ex.DASHBOARD_DRIFT) | error_responses(404, 422),
 )
 def drift(
-    name: str, _: AdminDep, session: SessionDep, lake: LakeDep, hours: Hours = 24
+    name: str,
+    _: AdminDep,
+    session: SessionDep,
+    lake: LakeDep,
+    queries: QueriesDep,
+    hours: Hours = 24,
 ) -> panels.DriftOut:
     """Per feature: the population stability index of the requests in the last window of
     the last `hours` against the first window, flagged above the threshold."""
     experiment = experiments.get_experiment(session, name)
-    return panels.drift(lake, experiment, hours=hours)
+    return panels.drift(queries, lake, experiment, hours=hours)

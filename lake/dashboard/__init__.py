@@ -9,6 +9,10 @@ the manifest, is quoted into the SQL text.
 
 Windows are anchored on the experiment's own data (its first and last prediction), not on
 the wall clock, so a stopped experiment still shows its last day.
+
+The queries are methods of :class:`DashboardQueries`, which owns the DuckDB connection
+and the result cache: no state is kept at module level, so each service (and each test's
+app) has its own and closes it when it stops.
 """
 
 from lake.dashboard._drift import (
@@ -18,23 +22,20 @@ from lake.dashboard._drift import (
     Drift,
     DriftWindow,
     FeatureDrift,
-    feature_drift,
     psi,
 )
-from lake.dashboard._files import experiment_span
-from lake.dashboard._series import TimeBuckets, VariantBuckets, time_buckets
+from lake.dashboard._queries import DashboardQueries
+from lake.dashboard._series import TimeBuckets, VariantBuckets
 
 __all__ = [
     "DRIFT_BINS",
     "DRIFT_MIN_ROWS",
     "DRIFT_THRESHOLD",
+    "DashboardQueries",
     "Drift",
     "DriftWindow",
     "FeatureDrift",
     "TimeBuckets",
     "VariantBuckets",
-    "experiment_span",
-    "feature_drift",
     "psi",
-    "time_buckets",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +10,14 @@ from typing import Final
 
 import numpy as np
 
-from lake.dashboard._files import MICROSECOND, cursor, experiment_span, overlapping, parquet, source
+from lake.dashboard._files import (
+    MICROSECOND,
+    Queries,
+    experiment_span,
+    overlapping,
+    parquet,
+    source,
+)
 from lake.errors import LakeConfigError
 from lake.reader import Lake
 
@@ -125,10 +131,12 @@ class _Reference:
 _WINDOW = "experiment = ? AND role = 'arm' AND ts >= ? AND ts < ?"
 
 
-def _feature_names(windows: Sequence[tuple[str, list[object]]]) -> tuple[str, ...]:
+def _feature_names(
+    queries: Queries, windows: Sequence[tuple[str, list[object]]]
+) -> tuple[str, ...]:
     """Every key of the ``features`` maps in the windows, each a (table, parameters) pair."""
     names: set[str] = set()
-    con = cursor()
+    con = queries.cursor()
     try:
         for table, params in windows:
             rows = con.execute(
@@ -140,8 +148,8 @@ def _feature_names(windows: Sequence[tuple[str, list[object]]]) -> tuple[str, ..
     return tuple(sorted(names))
 
 
-@functools.lru_cache(maxsize=64)
 def _reference(
+    queries: Queries,
     files: tuple[tuple[int, str], ...],
     experiment: str,
     start: datetime,
@@ -149,15 +157,15 @@ def _reference(
     names: tuple[str, ...],
     bins: int,
 ) -> tuple[int, tuple[_Reference, ...]]:
-    """The reference window's rows, and each feature's cut points and counts, cached.
+    """The reference window's rows, and each feature's cut points and counts.
 
     ``files`` are (manifest id, absolute path) pairs. The result depends only on these
-    immutable files (manifest ids are never reused) and a fixed window, so once an
-    experiment has run for two windows every refresh reuses it and reads the current
-    window only.
+    immutable files (manifest ids are never reused) and a fixed window, so the caller
+    caches it: once an experiment has run for two windows every refresh reuses it and
+    reads the current window only.
     """
     values = ", ".join(f"features[?] AS x{i}" for i in range(len(names)))
-    con = cursor()
+    con = queries.cursor()
     try:
         found = con.execute(
             f"SELECT 1 AS one, {values} FROM {parquet(path for _, path in files)} WHERE {_WINDOW}",
@@ -197,8 +205,8 @@ def _current_sql(table: str, references: Sequence[_Reference]) -> tuple[str, lis
     return sql, [list(ref.cuts) for ref in references]
 
 
-def _rows(table: str, params: list[object]) -> int:
-    con = cursor()
+def _rows(queries: Queries, table: str, params: list[object]) -> int:
+    con = queries.cursor()
     try:
         row = con.execute(f"SELECT count(*) FROM {table} WHERE {_WINDOW}", params).fetchone()
     finally:
@@ -215,6 +223,7 @@ def _binned(histogram: dict[float, int] | None, cuts: tuple[float, ...]) -> list
 
 
 def feature_drift(
+    queries: Queries,
     lake: Lake,
     experiment: str,
     *,
@@ -228,6 +237,8 @@ def feature_drift(
 
     Parameters
     ----------
+    queries
+        The owner of the DuckDB connection and of the reference windows' cache.
     lake
         A manifest snapshot.
     experiment
@@ -259,7 +270,7 @@ def feature_drift(
             f"got {hours}, {bins} and {min_rows}."
         )
         raise LakeConfigError(msg)
-    span = experiment_span(lake, experiment)
+    span = experiment_span(queries, lake, experiment)
     if span is None:
         return Drift(None, None, threshold, min_rows, (), 0)
     first, last = span
@@ -275,22 +286,24 @@ def feature_drift(
         tuple(sorted(set(features)))
         if features is not None
         else _feature_names(
-            [(source(lake, reference_files), reference_params), (current, current_params)]
+            queries, [(source(lake, reference_files), reference_params), (current, current_params)]
         )
     )
     files_read = len({*reference_files, *current_files})
     if not names:
         return Drift(
             DriftWindow(
-                first, reference_end, _rows(source(lake, reference_files), reference_params)
+                first,
+                reference_end,
+                _rows(queries, source(lake, reference_files), reference_params),
             ),
-            DriftWindow(current_start, last, _rows(current, current_params)),
+            DriftWindow(current_start, last, _rows(queries, current, current_params)),
             threshold,
             min_rows,
             (),
             files_read,
         )
-    reference_rows, references = _reference(
+    key = (
         tuple((int(f.id or 0), str(lake.root / f.path)) for f in reference_files),
         experiment,
         first,
@@ -298,8 +311,11 @@ def feature_drift(
         names,
         bins,
     )
+    reference_rows, references = queries.cached(
+        ("drift_reference", key), lambda: _reference(queries, *key)
+    )
     sql, cut_params = _current_sql(current, references)
-    con = cursor()
+    con = queries.cursor()
     try:
         row = con.execute(sql, [*cut_params, *names, *current_params]).fetchone()
     finally:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 import duckdb
 
@@ -15,19 +14,16 @@ from lake.reader import Lake
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND: Final = timedelta(microseconds=1)
 
-
-@functools.cache
-def database() -> duckdb.DuckDBPyConnection:
-    # Opening a DuckDB database costs 20-40 ms, more than a panel's query: the process
-    # keeps one in-memory database (it holds no data; panels read Parquet files) and each
-    # query takes its own cursor, which is cheap and may run on its own thread.
-    con = duckdb.connect(":memory:")
-    con.execute("SET GLOBAL TimeZone = 'UTC'")
-    return con
+Span = tuple[datetime, datetime] | None
+T = TypeVar("T")
 
 
-def cursor() -> duckdb.DuckDBPyConnection:
-    return database().cursor()
+class Queries(Protocol):
+    """What a query needs from its owner (:class:`lake.dashboard.DashboardQueries`)."""
+
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T: ...
 
 
 def quote(text: str) -> str:
@@ -103,10 +99,10 @@ def extreme(
     return EPOCH + sign * found * MICROSECOND
 
 
-def experiment_span(lake: Lake, experiment: str) -> tuple[datetime, datetime] | None:
+def experiment_span(queries: Queries, lake: Lake, experiment: str) -> Span:
     """The first and last prediction ``ts`` of ``experiment``, or ``None`` before any."""
     files = lake.files("predictions")
-    con = cursor()
+    con = queries.cursor()
     try:
         last = extreme(con, lake, experiment, files, latest=True)
         first = extreme(con, lake, experiment, files, latest=False) if last is not None else None

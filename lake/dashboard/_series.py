@@ -9,7 +9,7 @@ from typing import Any, Final
 from lake.dashboard._files import (
     EPOCH,
     MICROSECOND,
-    cursor,
+    Queries,
     extreme,
     micros,
     overlapping,
@@ -76,22 +76,6 @@ def _feedback_sql(rule: RewardRule, source: str | None) -> str:
     )
 
 
-def _reward_sql(rule: RewardRule) -> str:
-    """The reward of a joined row, as :func:`lake.rewards.reward_of` computes it."""
-    if rule.kind != "label":
-        return "f.reward"
-    number = "TRY_CAST(f.label AS DOUBLE)"
-    if rule.metric in (None, "accuracy"):
-        return (
-            "CASE WHEN f.label IS NULL OR p.prediction IS NULL THEN NULL "
-            f"WHEN isfinite({number}) THEN CAST({number} = p.prediction AS DOUBLE) "
-            "ELSE CAST(f.label = CAST(p.prediction AS VARCHAR) AS DOUBLE) END"
-        )
-    error = f"({number} - p.prediction)"
-    score = f"-abs({error})" if rule.metric == "neg_abs_error" else f"-({error} * {error})"
-    return f"CASE WHEN isfinite({number}) AND p.prediction IS NOT NULL THEN {score} END"
-
-
 def _bucket_width(hours: int, buckets: int) -> timedelta:
     if hours < 1 or buckets < 1:
         msg = f"A time series needs at least 1 hour and 1 bucket; got {hours} and {buckets}."
@@ -132,6 +116,7 @@ def _grid(first: datetime, last: datetime, fixed: timedelta, buckets: int) -> tu
 
 
 def time_buckets(
+    queries: Queries,
     lake: Lake,
     experiment: str,
     rule: RewardRule,
@@ -144,12 +129,14 @@ def time_buckets(
 
     Parameters
     ----------
+    queries
+        The owner of the DuckDB connection.
     lake
         A manifest snapshot.
     experiment
         Experiment name.
     rule
-        How the experiment's feedback becomes a reward.
+        How the experiment's feedback becomes a reward (:meth:`RewardRule.sql`).
     hours, buckets
         Window length and the number of equal buckets in it. The window ends at the
         bucket boundary after the experiment's last prediction; boundaries are multiples
@@ -167,7 +154,7 @@ def time_buckets(
     """
     fixed = _bucket_width(hours, buckets)
     predictions = lake.files("predictions")
-    con = cursor()
+    con = queries.cursor()
     try:
         last = extreme(con, lake, experiment, predictions, latest=True)
         first = (
@@ -191,6 +178,7 @@ def time_buckets(
         # Integer microseconds: TIMESTAMPTZ + INTERVAL goes through a calendar and cost
         # 75 ms per 300k rows where this costs nothing.
         within = "AND f.first_us <= p.ts_us + ?" if lookback is not None else ""
+        reward = rule.sql(reward="f.reward", label="f.label", prediction="p.prediction")
         sql = f"""
             WITH p AS (
                 SELECT request_id, epoch_us(ts) AS ts_us, variant, role, status, latency_ms,
@@ -201,7 +189,7 @@ def time_buckets(
             f AS ({_feedback_sql(rule, source(lake, feedback) if feedback else None)}),
             d AS (
                 SELECT p.variant, p.role, p.bucket, p.status, p.latency_ms,
-                       CASE WHEN p.status = 'ok' {within} THEN {_reward_sql(rule)} END AS reward
+                       CASE WHEN p.status = 'ok' {within} THEN {reward} END AS reward
                 FROM p LEFT JOIN f ON f.request_id = p.request_id
             )
             SELECT variant, role, bucket, count(*), count(*) FILTER (WHERE status = 'error'),

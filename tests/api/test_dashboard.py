@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from api.serving.pool import VariantKey
 from api.settings import Settings
-from lake.dashboard import DRIFT_MIN_ROWS, psi, time_buckets
+from lake.dashboard import DRIFT_MIN_ROWS, DashboardQueries, psi
 from lake.errors import LakeConfigError
 from lake.reader import open_lake
 from lake.rewards import RewardRule
@@ -296,8 +296,13 @@ def test_an_old_experiment_shows_its_last_day_from_the_files_that_hold_it(
         _three_days(client, "old", t0)
         body = client.get(f"{API}/old/timeseries").json()
         drift = client.get(f"{API}/old/drift").json()
-        with open_lake(settings.database_url, settings.lake_root) as lake:
-            found = time_buckets(lake, "old", RewardRule("binary"), lookback=timedelta(days=7))
+        with (
+            open_lake(settings.database_url, settings.lake_root) as lake,
+            DashboardQueries() as queries,
+        ):
+            found = queries.time_buckets(
+                lake, "old", RewardRule("binary"), lookback=timedelta(days=7)
+            )
     assert body["bucket_seconds"] == 1800 and len(body["times"]) == 48
     assert datetime.fromisoformat(body["start"]) == t0 + timedelta(days=2)
     assert datetime.fromisoformat(body["end"]) == t0 + timedelta(days=3)
@@ -488,3 +493,22 @@ def test_drift_at_the_minimum_rows_is_measured(lab: tuple[TestClient, Settings])
     body = client.get(f"{API}/e/drift").json()
     assert body["reference"]["rows"] == body["current"]["rows"] == 300
     assert all(f["psi"] is not None for f in body["features"])
+
+
+def test_each_app_owns_its_dashboard_queries_and_closes_them(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from api.store.migrate import upgrade
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url, reallocate=False)
+    owned = []
+    for _ in range(2):
+        with make_client(settings) as client:
+            queries = client.app.state.dashboard_queries  # type: ignore[attr-defined]
+            assert client.get(f"{API}").status_code == 200
+            assert queries.cursor().execute("SELECT 1").fetchone() == (1,)
+            owned.append(queries)
+        with pytest.raises(LakeConfigError, match="closed"):
+            queries.cursor()
+    assert owned[0] is not owned[1]

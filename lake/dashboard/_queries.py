@@ -1,0 +1,123 @@
+"""The dashboard's DuckDB connection and result cache, owned by one object per service."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import TypeVar
+
+import duckdb
+
+from lake.dashboard import _drift, _files, _series
+from lake.errors import LakeConfigError
+from lake.reader import Lake
+from lake.rewards import RewardRule
+
+__all__ = ["DashboardQueries"]
+
+T = TypeVar("T")
+
+# Drift reference windows kept: one per (experiment, window) being looked at.
+_CACHE_SIZE = 64
+
+
+class DashboardQueries:
+    """Time series, feature drift and experiment spans over manifest snapshots.
+
+    Owns an in-memory DuckDB database (it holds no data; every query reads Parquet files
+    by the list the snapshot gives) and a cache of results that depend only on immutable
+    files (drift's reference window). The application creates one in its lifespan and
+    closes it on shutdown; a notebook or a test uses it as a context manager.
+    """
+
+    def __init__(self, *, cache_size: int = _CACHE_SIZE) -> None:
+        # Opening a DuckDB database costs 20-40 ms, more than a panel's query: one per
+        # owner, and each query takes its own cursor, cheap and usable on its own thread.
+        self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(":memory:")
+        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._cache: OrderedDict[Hashable, object] = OrderedDict()
+        self._cache_size = cache_size
+        # Routes run on a thread pool: the cache is read and trimmed by several threads.
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        if self._con is None:
+            msg = "The dashboard queries are closed; the service that owned them has stopped."
+            raise LakeConfigError(msg)
+        return self._con.cursor()
+
+    def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()``, remembered under ``key`` (least recently used out first)."""
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]  # type: ignore[return-value]
+        value = compute()
+        with self._lock:
+            self._cache[key] = value
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return value
+
+    def close(self) -> None:
+        with self._lock:
+            self._cache.clear()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> DashboardQueries:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def experiment_span(self, lake: Lake, experiment: str) -> _files.Span:
+        """The first and last prediction ``ts`` of ``experiment``, or ``None`` before any."""
+        return _files.experiment_span(self, lake, experiment)
+
+    def time_buckets(
+        self,
+        lake: Lake,
+        experiment: str,
+        rule: RewardRule,
+        *,
+        hours: int = 24,
+        buckets: int = 48,
+        lookback: timedelta | None = None,
+    ) -> _series.TimeBuckets:
+        """See :func:`lake.dashboard._series.time_buckets`."""
+        return _series.time_buckets(
+            self, lake, experiment, rule, hours=hours, buckets=buckets, lookback=lookback
+        )
+
+    def feature_drift(
+        self,
+        lake: Lake,
+        experiment: str,
+        *,
+        features: Sequence[str] | None = None,
+        hours: int = 24,
+        bins: int = _drift.DRIFT_BINS,
+        threshold: float = _drift.DRIFT_THRESHOLD,
+        min_rows: int = _drift.DRIFT_MIN_ROWS,
+    ) -> _drift.Drift:
+        """See :func:`lake.dashboard._drift.feature_drift`."""
+        return _drift.feature_drift(
+            self,
+            lake,
+            experiment,
+            features=features,
+            hours=hours,
+            bins=bins,
+            threshold=threshold,
+            min_rows=min_rows,
+        )
