@@ -105,6 +105,24 @@ class CanaryConfig(PolicyConfig):
         except InvalidInputError as exc:
             raise InvalidPolicyError(str(exc)) from exc
 
+    arms_error_code: ClassVar[str] = "canary_arms_missing"
+
+    def arms_problem(self, arms: Sequence[str], *, experiment: str) -> str | None:
+        """Both the candidate and the control must be active arms."""
+        if self.candidate in arms and self.control in arms:
+            return None
+        return (
+            f"The canary's candidate {self.candidate!r} and control {self.control!r} must "
+            f"both be active arms of {experiment!r} (active arms: {list(arms)})."
+        )
+
+    def start(self, arms: Sequence[str]) -> tuple[dict[str, float], str]:
+        """The first stage: the candidate's share, the rest to the control."""
+        share = float(self.stages[0])
+        weights = {arm: 0.0 for arm in arms}
+        weights[self.candidate], weights[self.control] = share, 1.0 - share
+        return weights, f"start: canary stage 1, {share:g} of traffic to {self.candidate!r}"
+
     @property
     def guardrails(self) -> Guardrails:
         """The candidate's limits, judged on ``min_samples`` served requests."""

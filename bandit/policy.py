@@ -24,7 +24,7 @@ Every policy shares the options of :class:`PolicyConfig` (keyword-only):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Generic, Literal, TypeVar
 
@@ -104,6 +104,25 @@ class PolicyConfig:
             self.window is None or self.window >= 1,
             f"window must be a positive number of buckets, but {self.window!r} was given.",
         )
+
+    # -- hooks a policy may override ---------------------------------------------------
+
+    arms_error_code: ClassVar[str] = "policy_arms_missing"
+    """The API's error code when :meth:`arms_problem` refuses the active arms."""
+
+    def arms_problem(self, arms: Sequence[str], *, experiment: str) -> str | None:
+        """The sentence refusing ``arms`` (the active arms) for this policy, or ``None``.
+
+        Checked when an experiment starts and when its policy changes while it runs; a
+        policy that names arms (a canary's candidate and control) refuses arms that
+        lack them.
+        """
+        return None
+
+    def start(self, arms: Sequence[str]) -> tuple[dict[str, float], str]:
+        """The first allocation's weights over ``arms`` (the active arms) and its reason."""
+        share = 1.0 / len(arms)
+        return {arm: share for arm in arms}, "start: equal weights over the active arms"
 
 
 @dataclass(frozen=True)

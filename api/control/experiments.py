@@ -18,7 +18,6 @@ from api.schemas import (
     Stopping,
 )
 from api.store.models import AuditEvent, Experiment
-from bandit.canary import CanaryConfig
 from bandit.config import policy_from_dict
 from bandit.policy import PolicyConfig
 
@@ -98,34 +97,13 @@ def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -
     return experiment
 
 
-def _canary_arms_missing(
-    experiment: Experiment, config: PolicyConfig, arms: list[str]
-) -> str | None:
-    """The sentence refusing a canary whose candidate or control is not an active arm."""
-    if not isinstance(config, CanaryConfig):
-        return None
-    candidate, control = config.candidate, config.control
-    if candidate in arms and control in arms:
-        return None
-    return (
-        f"The canary's candidate {candidate!r} and control {control!r} must both be "
-        f"active arms of {experiment.name!r} (active arms: {arms})."
-    )
-
-
 def _initial_weights(experiment: Experiment, arms: list[str]) -> tuple[dict[str, float], str]:
-    """Equal weights, or for a canary its first stage (the candidate's share) over the control."""
+    """The policy's first allocation over the active arms (equal, or a canary's first stage)."""
     config = experiment.policy_config
-    missing = _canary_arms_missing(experiment, config, arms)
-    if missing is not None:
-        raise ConflictError(missing, code="canary_arms_missing")
-    if isinstance(config, CanaryConfig):
-        candidate, control = config.candidate, config.control
-        share = float(config.stages[0])
-        weights = {arm: 0.0 for arm in arms}
-        weights[candidate], weights[control] = share, 1.0 - share
-        return weights, f"start: canary stage 1, {share:g} of traffic to {candidate!r}"
-    return allocation_versions.equal_weights(arms), "start: equal weights over the active arms"
+    problem = config.arms_problem(arms, experiment=experiment.name)
+    if problem is not None:
+        raise ConflictError(problem, code=config.arms_error_code)
+    return config.start(arms)
 
 
 def _transition(session: Session, experiment: Experiment, target: str, *, actor: str) -> None:
@@ -172,11 +150,10 @@ def patch_experiment(
         if experiment.status in ("running", "paused"):
             # The next reallocation runs this policy; a draft's arms may still be
             # uploaded, and starting it checks them.
-            missing = _canary_arms_missing(
-                experiment, config, allocation_versions.active_arms(experiment)
-            )
-            if missing is not None:
-                raise InvalidRequestError(missing, code="canary_arms_missing")
+            arms = allocation_versions.active_arms(experiment)
+            problem = config.arms_problem(arms, experiment=experiment.name)
+            if problem is not None:
+                raise InvalidRequestError(problem, code=config.arms_error_code)
         experiment.policy = policy
     if body.guardrails is not None:
         experiment.guardrails = body.guardrails.model_dump()

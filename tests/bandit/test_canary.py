@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bandit import ArmHealth, CanaryConfig
+from bandit import ArmHealth, CanaryConfig, ThompsonConfig
 from bandit.allocation import Allocation, allocate
 from bandit.stats import ArmStats
 
@@ -173,3 +173,22 @@ def test_a_canary_without_its_candidate_or_control_has_ended(
         )
         assert result.weights == weights
         assert (result.decision, result.stage, result.reason) == ("ended", stage, reason)
+
+
+def test_a_canary_starts_at_its_first_stage_and_needs_both_of_its_arms() -> None:
+    config = CanaryConfig(candidate="new", control="old", stages=(0.05, 0.5, 1.0))
+    weights, reason = config.start(["old", "new", "other"])
+    assert weights == {"old": 0.95, "new": 0.05, "other": 0.0}
+    assert reason == "start: canary stage 1, 0.05 of traffic to 'new'"
+    assert config.arms_problem(["old", "new"], experiment="e") is None
+    problem = config.arms_problem(["old", "other"], experiment="e")
+    assert problem is not None and "'new'" in problem and "'e'" in problem
+    assert config.arms_error_code == "canary_arms_missing"
+
+
+def test_other_policies_start_evenly_and_take_any_arms() -> None:
+    config = ThompsonConfig()
+    weights, reason = config.start(["a", "b", "c", "d"])
+    assert weights == {"a": 0.25, "b": 0.25, "c": 0.25, "d": 0.25}
+    assert reason == "start: equal weights over the active arms"
+    assert config.arms_problem(["a"], experiment="e") is None
