@@ -18,8 +18,10 @@ system), and their dot prefix hides them from Hive-style readers that glob a dir
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import socket
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
@@ -29,6 +31,7 @@ from lake.schemas import TableName
 
 __all__ = [
     "TEMP_PREFIX",
+    "default_writer_id",
     "is_valid_writer_id",
     "part_name",
     "partition_dir",
@@ -54,6 +57,21 @@ def is_valid_writer_id(writer_id: str) -> bool:
     bool
     """
     return _WRITER_ID.fullmatch(writer_id) is not None
+
+
+def default_writer_id() -> str:
+    """Return a writer id unique to this process: ``<hostname>-<pid>-<random>``.
+
+    The random part keeps ids unique across pid reuse and container restarts, so several
+    processes (and replicas) can write one lake without coordinating.
+
+    Returns
+    -------
+    str
+        At most 64 characters, safe in a file name.
+    """
+    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-._")[:40] or "host"
+    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def partition_dir(root: Path, table: TableName, at: datetime) -> Path:

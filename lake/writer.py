@@ -4,44 +4,35 @@ The request path calls ``LakeWriter.append``, which takes a tiny lock, appends t
 a list and returns: no Arrow work, no I/O, no waiting on the flusher. A daemon thread
 flushes every ``flush_rows`` rows or ``flush_interval_s`` seconds, whichever comes first.
 
-A flush converts the rows to Arrow column by column, writes a temp file in the
-destination directory, fsyncs it, moves it to its final name without ever replacing an
-existing file, fsyncs the directory, then registers the file in the manifest in one
-transaction. If the registration fails the file is deleted again (so no unlisted file
-stays in the tree) and its rows are retried. A failure never reaches ``append``: the rows
+A flush converts the rows to Arrow column by column and hands the table to a
+:class:`lake.publish.FilePublisher`, which writes one Parquet file and registers it in the
+manifest (or leaves nothing behind). A failure never reaches ``append``: the rows
 stay queued and are retried with exponential backoff while the buffer has room; once
 ``max_buffer_rows`` rows are pending, new rows are dropped and counted. Rows that cannot
 be converted to the schema are dropped (and counted) alone, never with their batch.
 
-Counting is exact: every counter moves under the same lock as the buffer, so at every
-instant ``rows_written + rows_dropped + queue_depth == rows_appended``.
+Counting is exact (:class:`lake.buffer.RowBuffer`): at every instant
+``rows_written + rows_dropped + rows_pending == rows_appended``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import secrets
-import socket
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from time import monotonic, sleep
 from typing import Any, Final
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from lake.arrow_rows import rows_to_table, split_convertible
+from lake.buffer import RowBuffer, WriterStats
 from lake.errors import LakeConfigError, LakeWriteError, RowConversionError
-from lake.layout import is_valid_writer_id, part_name, partition_dir, relative_path, temp_name
-from lake.manifest import FileEntry, is_registered, register_file
+from lake.layout import default_writer_id, is_valid_writer_id
+from lake.publish import FilePublisher
 from lake.schemas import TABLES, FeedbackRow, PredictionRow, TableName
 
 __all__ = ["LakeWriter", "WriterStats", "default_writer_id"]
@@ -49,85 +40,6 @@ __all__ = ["LakeWriter", "WriterStats", "default_writer_id"]
 logger = logging.getLogger(__name__)
 
 _MIN_BACKOFF_S: Final = 0.05
-# A writer id is reused after a restart: the sequence restarts at 1, so a name may exist.
-_MAX_NAME_ATTEMPTS: Final = 1000
-
-
-def default_writer_id() -> str:
-    """Return a writer id unique to this process: ``<hostname>-<pid>-<random>``.
-
-    The random part keeps ids unique across pid reuse and container restarts, so several
-    processes (and replicas) can write one lake without coordinating.
-
-    Returns
-    -------
-    str
-        At most 64 characters, safe in a file name.
-    """
-    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", socket.gethostname()).strip("-._")[:40] or "host"
-    return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStats:
-    """A consistent snapshot of a writer's counters.
-
-    ``rows_written + rows_dropped + rows_pending == rows_appended`` always holds.
-
-    Parameters
-    ----------
-    rows_appended
-        Rows passed to ``append``.
-    rows_written
-        Rows in files registered in the manifest.
-    rows_dropped
-        Rows given up: buffer full, writer closed, rejected by the schema, or still
-        unwritten when ``close`` ran out of time.
-    rows_rejected
-        The part of ``rows_dropped`` that did not fit the schema.
-    rows_pending
-        Rows accepted and not yet written.
-    files_written
-        Files registered in the manifest.
-    """
-
-    rows_appended: int
-    rows_written: int
-    rows_dropped: int
-    rows_rejected: int
-    rows_pending: int
-    files_written: int
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; directories cannot be opened on some platforms.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _move_no_clobber(source: Path, target: Path) -> None:
-    """Move ``source`` to ``target`` atomically, raising FileExistsError if it exists."""
-    try:
-        # link() fails when the target exists, so a live file is never overwritten.
-        os.link(source, target)
-    except FileExistsError:
-        raise
-    except OSError:
-        # File systems without hard links: check, then rename (racy only between two
-        # processes misconfigured with the same writer id).
-        if target.exists():
-            raise FileExistsError(target) from None
-        os.replace(source, target)
-    else:
-        source.unlink()
 
 
 class LakeWriter:
@@ -216,33 +128,23 @@ class LakeWriter:
         self._writer_id = writer_id
         self._flush_rows = flush_rows
         self._flush_interval_s = flush_interval_s
-        self._max_buffer_rows = max_buffer_rows
         self._max_backoff_s = max_backoff_s
-        self._compression = compression
         self._convert = partial(rows_to_table, table=table, writer_id=writer_id)
 
-        # _lock guards the buffer and every counter; append holds it for a list append.
-        self._lock = threading.Lock()
-        self._buffer: list[tuple[Any, ...]] = []
-        self._pending = 0
-        self._appended = 0
-        self._written = 0
-        self._dropped = 0
-        self._rejected = 0
-        self._files = 0
-        self._closed = False
+        self._wake = threading.Event()
+        self._rows = RowBuffer(max_rows=max_buffer_rows, flush_rows=flush_rows, due=self._wake)
 
         # _io_lock serialises flushes (background thread, flush(), close()); it guards
         # the converted rows awaiting retry, the sequence and the directory cache.
         self._io_lock = threading.Lock()
         self._retry: list[pa.Table] = []
-        self._seq = 0
-        self._known_dirs: set[Path] = set()
+        self._publisher = FilePublisher(
+            self._root, engine, table=table, writer_id=writer_id, compression=compression
+        )
         self._backoff_s = 0.0
         self._last_error: str | None = None
         self._dropped_reported = 0
 
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._drain_deadline = 0.0
         self._thread = threading.Thread(
@@ -268,17 +170,7 @@ class LakeWriter:
             ``False`` when the row was dropped because the buffer is full or the writer is
             closed (it is counted in ``rows_dropped``), else ``True``.
         """
-        with self._lock:
-            self._appended += 1
-            if self._closed or self._pending >= self._max_buffer_rows:
-                self._dropped += 1
-                return False
-            self._buffer.append(row)
-            self._pending += 1
-            due = len(self._buffer) == self._flush_rows
-        if due:
-            self._wake.set()
-        return True
+        return self._rows.append(row)
 
     # -- counters -------------------------------------------------------------------
 
@@ -304,15 +196,7 @@ class LakeWriter:
         -------
         WriterStats
         """
-        with self._lock:
-            return WriterStats(
-                rows_appended=self._appended,
-                rows_written=self._written,
-                rows_dropped=self._dropped,
-                rows_rejected=self._rejected,
-                rows_pending=self._pending,
-                files_written=self._files,
-            )
+        return self._rows.stats()
 
     # -- explicit flushing ----------------------------------------------------------
 
@@ -346,10 +230,8 @@ class LakeWriter:
         timeout
             Seconds to keep retrying the pending rows.
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if not self._rows.close():
+            return
         self._drain_deadline = monotonic() + max(timeout, 0.0)
         self._stop.set()
         self._wake.set()
@@ -361,7 +243,7 @@ class LakeWriter:
                 self._writer_id,
                 self._table,
                 timeout,
-                self._pending,
+                self._rows.pending,
             )
 
     def __enter__(self) -> LakeWriter:
@@ -378,7 +260,7 @@ class LakeWriter:
             # Cleared before checking, so a wake-up that arrives meanwhile is not lost.
             self._wake.clear()
             now = monotonic()
-            size_due = self._backoff_s == 0.0 and len(self._buffer) >= self._flush_rows
+            size_due = self._backoff_s == 0.0 and self._rows.new_rows >= self._flush_rows
             if now >= next_due or size_due:
                 ok = self._flush_quietly()
                 delay = self._flush_interval_s if ok else self._backoff_s
@@ -404,14 +286,11 @@ class LakeWriter:
         while True:
             ok = self._flush_quietly()
             remaining = self._drain_deadline - monotonic()
-            if (ok and self._pending == 0) or remaining <= 0:
+            if (ok and self._rows.pending == 0) or remaining <= 0:
                 break
             sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
-        with self._io_lock, self._lock:
-            lost = self._pending
-            self._dropped += lost
-            self._pending = 0
-            self._buffer = []
+        with self._io_lock:
+            lost = self._rows.drop_pending()
             self._retry = []
         if lost:
             logger.error(
@@ -425,7 +304,7 @@ class LakeWriter:
         self._report_drops()
 
     def _report_drops(self) -> None:
-        dropped = self._dropped
+        dropped = self._rows.dropped
         if dropped > self._dropped_reported:
             logger.warning(
                 "Lake writer %s dropped %d %s rows (%d in total).",
@@ -439,8 +318,7 @@ class LakeWriter:
     # -- one flush (caller holds _io_lock) ------------------------------------------
 
     def _flush_locked(self) -> int:
-        with self._lock:
-            batch, self._buffer = self._buffer, []
+        batch = self._rows.take()
         if batch:
             self._convert_batch(batch)
         if not self._retry:
@@ -449,7 +327,7 @@ class LakeWriter:
         # Kept as one table, so a retry does not convert or concatenate again.
         self._retry = [table]
         try:
-            self._publish(table)
+            self._publisher.publish(table)
         except Exception as exc:
             self._on_failure(exc)
             msg = (
@@ -459,10 +337,7 @@ class LakeWriter:
             raise LakeWriteError(msg) from exc
         self._retry = []
         self._backoff_s = 0.0
-        with self._lock:
-            self._pending -= table.num_rows
-            self._written += table.num_rows
-            self._files += 1
+        self._rows.written(table.num_rows)
         return int(table.num_rows)
 
     def _convert_batch(self, batch: Sequence[tuple[Any, ...]]) -> None:
@@ -475,10 +350,7 @@ class LakeWriter:
             rejected = [(row, RowConversionError(str(exc))) for row in batch]
         self._retry.extend(t for t in tables if t.num_rows)
         if rejected:
-            with self._lock:
-                self._pending -= len(rejected)
-                self._dropped += len(rejected)
-                self._rejected += len(rejected)
+            self._rows.rejected(len(rejected))
             logger.error(
                 "Lake writer %s rejected %d %s rows that do not fit the schema; first: %s",
                 self._writer_id,
@@ -488,88 +360,14 @@ class LakeWriter:
             )
 
     def _on_failure(self, exc: Exception) -> None:
-        self._known_dirs.clear()
+        self._publisher.forget_directories()
         self._backoff_s = min(self._max_backoff_s, max(_MIN_BACKOFF_S, self._backoff_s * 2))
         self._last_error = f"{type(exc).__name__}: {exc}"
         logger.warning(
             "Lake writer %s could not flush %d %s rows; retrying in %.2f s: %s",
             self._writer_id,
-            self._pending,
+            self._rows.pending,
             self._table,
             self._backoff_s,
             self._last_error,
         )
-
-    def _ensure_dir(self, directory: Path) -> None:
-        if directory in self._known_dirs:
-            return
-        missing = [d for d in (directory, *directory.parents) if not d.exists()]
-        directory.mkdir(parents=True, exist_ok=True)
-        # New directory entries are only durable once their parents are synced.
-        for created in missing:
-            _fsync_dir(created.parent)
-        self._known_dirs.add(directory)
-
-    def _publish(self, table: pa.Table) -> FileEntry:
-        now = datetime.now(UTC)
-        directory = partition_dir(self._root, self._table, now)
-        self._ensure_dir(directory)
-        final, size = self._write_file(directory, table)
-        _fsync_dir(directory)
-        ts_range = pc.min_max(table["ts"])
-        entry = FileEntry(
-            table=self._table,
-            path=relative_path(self._root, final),
-            rows=table.num_rows,
-            bytes=size,
-            writer_id=self._writer_id,
-            min_ts=ts_range["min"].as_py(),
-            max_ts=ts_range["max"].as_py(),
-            created_at=now,
-        )
-        try:
-            register_file(self._engine, entry)
-        except Exception:
-            if self._registered_anyway(entry.path):
-                return entry
-            # Nothing unlisted may stay in the tree; the rows are retried in a new file.
-            final.unlink(missing_ok=True)
-            _fsync_dir(directory)
-            raise
-        logger.debug("Lake writer %s wrote %s (%d rows).", self._writer_id, entry.path, entry.rows)
-        return entry
-
-    def _write_file(self, directory: Path, table: pa.Table) -> tuple[Path, int]:
-        for _ in range(_MAX_NAME_ATTEMPTS):
-            self._seq += 1
-            final = directory / part_name(self._writer_id, self._seq)
-            if final.exists():
-                continue
-            temp = directory / temp_name(self._writer_id, self._seq)
-            try:
-                sink = temp.open("xb")
-            except FileExistsError:
-                continue
-            try:
-                with sink:
-                    pq.write_table(table, sink, compression=self._compression)
-                    sink.flush()
-                    os.fsync(sink.fileno())
-                    size = sink.tell()
-                try:
-                    _move_no_clobber(temp, final)
-                except FileExistsError:
-                    continue
-            finally:
-                temp.unlink(missing_ok=True)
-            return final, size
-        msg = f"Found no free part file name for writer {self._writer_id!r} in {directory}."
-        raise LakeWriteError(msg)
-
-    def _registered_anyway(self, path: str) -> bool:
-        # A commit whose acknowledgement was lost looks like a failure; deleting a file
-        # the manifest lists would break every reader, so ask before deleting.
-        try:
-            return is_registered(self._engine, path)
-        except Exception:
-            return False
