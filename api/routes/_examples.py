@@ -50,7 +50,7 @@ FEEDBACK_BATCH: Final[Any] = {
 
 # Answers.
 
-_THOMPSON_REASON: Final = (
+THOMPSON_REASON: Final = (
     "Thompson sampling: each arm's weight is its posterior probability of being best "
     "(10000 draws); 'logreg' leads with 0.8975. Every arm keeps at least 0.05 of traffic."
 )
@@ -131,7 +131,7 @@ REALLOCATED: Final[Any] = {
     "version": 5,
     "weights": {"gbm": 0.1422, "logreg": 0.8578},
     "created_at": "2026-12-02T01:42:15.692592Z",
-    "reason": _THOMPSON_REASON,
+    "reason": THOMPSON_REASON,
     "author": "admin",
     "stats": {
         "policy": "thompson",
@@ -267,145 +267,6 @@ READY: Final[Any] = {
     "checks": {"store": "ok", "lake": "ok", "models": "ok"},
     "degraded": [],
 }
-
-DASHBOARD_EXPERIMENTS: Final[Any] = [
-    {
-        "name": "churn",
-        "description": "Churn models for the retention campaign.",
-        "status": "running",
-        "reward": "binary",
-        "policy": "thompson",
-        "variants": ["gbm", "logreg"],
-        "allocation_version": 6,
-        "requests": 3,
-        "rewarded": 3,
-        "winner": None,
-        "srm_mismatch": False,
-        "verdict": "No winner yet: 'logreg' leads with P(best) = 0.700; keep collecting data.",
-        "updated_at": "2026-12-02T01:44:02.301251Z",
-    }
-]
-
-
-DASHBOARD_ALLOCATIONS: Final[Any] = {
-    "experiment": "churn",
-    "variants": ["gbm", "logreg"],
-    "steps": [
-        {
-            "version": 5,
-            "created_at": "2026-12-02T01:44:02.551239Z",
-            "weights": {"gbm": 0.1422, "logreg": 0.8578},
-            "reason": _THOMPSON_REASON,
-            "author": "admin",
-            "prob_best": {"gbm": 0.1025, "logreg": 0.8975},
-        },
-        {
-            "version": 6,
-            "created_at": "2026-12-02T01:44:02.595853Z",
-            "weights": {"gbm": 1.0},
-            "reason": "arm 'logreg' disabled; other arms keep their relative weights",
-            "author": "admin",
-            "prob_best": None,
-        },
-    ],
-    "first_request": "2026-12-02T01:44:02.323031Z",
-    "last_request": "2026-12-02T01:44:02.326026Z",
-    "now": "2026-12-02T01:44:02.664420Z",
-}
-
-
-DASHBOARD_TIMESERIES: Final[Any] = {
-    "experiment": "churn",
-    "hours": 1,
-    "start": "2026-12-02T01:44:02.300000Z",
-    "end": "2026-12-02T01:44:02.400000Z",
-    "bucket_seconds": 0.1,
-    "whole_experiment": True,
-    "times": ["2026-12-02T01:44:02.300000Z"],
-    "variants": [
-        {
-            "name": "gbm",
-            "role": "arm",
-            "requests": [2],
-            "errors": [0],
-            "error_rate": [0.0],
-            "rewarded": [2],
-            "reward_mean": [0.5],
-            "ci_low": [0.0945],
-            "ci_high": [0.9055],
-            "latency_p50_ms": [0.4125],
-            "latency_p99_ms": [0.5106],
-        },
-        {
-            "name": "logreg",
-            "role": "arm",
-            "requests": [1],
-            "errors": [0],
-            "error_rate": [0.0],
-            "rewarded": [1],
-            "reward_mean": [1.0],
-            "ci_low": [0.2065],
-            "ci_high": [1.0],
-            "latency_p50_ms": [0.2759],
-            "latency_p99_ms": [0.2759],
-        },
-    ],
-}
-
-
-DASHBOARD_DRIFT: Final[Any] = {
-    "experiment": "churn",
-    "hours": 1,
-    "threshold": 0.2,
-    "min_rows": 100,
-    "reference": {
-        "start": "2026-12-02T01:44:02.323031Z",
-        "end": "2026-12-02T01:44:02.324528Z",
-        "rows": 1,
-    },
-    "current": {
-        "start": "2026-12-02T01:44:02.324530Z",
-        "end": "2026-12-02T01:44:02.326026Z",
-        "rows": 2,
-    },
-    "features": [
-        {
-            "name": "age",
-            "psi": None,
-            "drifted": False,
-            "reference_rows": 1,
-            "current_rows": 2,
-            "reference_mean": 41.0,
-            "current_mean": 35.0,
-            "reference_share": [1.0, 0.0],
-            "current_share": [1.0, 0.0],
-        },
-        {
-            "name": "spend",
-            "psi": None,
-            "drifted": False,
-            "reference_rows": 1,
-            "current_rows": 2,
-            "reference_mean": 120.5,
-            "current_mean": 67.75,
-            "reference_share": [1.0, 0.0],
-            "current_share": [1.0, 0.0],
-        },
-        {
-            "name": "tenure",
-            "psi": None,
-            "drifted": False,
-            "reference_rows": 1,
-            "current_rows": 2,
-            "reference_mean": 3.0,
-            "current_mean": 2.0,
-            "reference_share": [1.0, 0.0],
-            "current_share": [1.0, 0.0],
-        },
-    ],
-    "drifted": [],
-}
-
 
 EXPERIMENT_CREATED: Final[Any] = {
     "name": "churn",

@@ -21,6 +21,7 @@ from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import NotFoundError
 from api.readout import panels
 from api.readout.report import Report, build_report
+from api.routes import _dashboard_examples as dex
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, error_responses, ok
 from lake.dashboard import DashboardQueries
@@ -76,7 +77,7 @@ async def asset(path: str) -> FileResponse:
 @router.get(
     "/dashboard/api/experiments",
     summary="Dashboard: experiment list",
-    responses=ok(ex.DASHBOARD_EXPERIMENTS),
+    responses=ok(dex.DASHBOARD_EXPERIMENTS),
 )
 def experiment_list(
     request: Request, _: AdminDep, session: SessionDep
@@ -100,7 +101,7 @@ def report(name: str, request: Request, _: AdminDep, session: SessionDep) -> Rep
 @router.get(
     "/dashboard/api/experiments/{name}/allocations",
     summary="Dashboard: allocation over time",
-    responses=ok(ex.DASHBOARD_ALLOCATIONS) | error_responses(404, 422),
+    responses=ok(dex.DASHBOARD_ALLOCATIONS) | error_responses(404, 422),
 )
 def allocation_history(
     name: str, _: AdminDep, session: SessionDep, lake: LakeDep, queries: QueriesDep
@@ -114,7 +115,7 @@ def allocation_history(
 @router.get(
     "/dashboard/api/experiments/{name}/timeseries",
     summary="Dashboard: time series",
-    responses=ok(ex.DASHBOARD_TIMESERIES) | error_responses(404, 422),
+    responses=ok(dex.DASHBOARD_TIMESERIES) | error_responses(404, 422),
 )
 def time_series(
     name: str,
@@ -142,7 +143,7 @@ def time_series(
 @router.get(
     "/dashboard/api/experiments/{name}/drift",
     summary="Dashboard: feature drift",
-    responses=ok(ex.DASHBOARD_DRIFT) | error_responses(404, 422),
+    responses=ok(dex.DASHBOARD_DRIFT) | error_responses(404, 422),
 )
 def drift(
     name: str,
