@@ -106,3 +106,29 @@ def test_bandit_may_not_do_io_or_read_a_clock(tmp_path: Path, statement: str) ->
     forbidden = statement.split()[1].split(".")[0]
     assert imported_roots(module) - ALLOWED["bandit"] == {forbidden}
     assert forbidden in STDLIB  # forbidden although it is the standard library
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every absolute module ``path`` imports, in full (``from a.b import c`` gives ``a.b``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    modules: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+            modules.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return modules
+
+
+def test_serving_reads_control_only_through_allocation_versions() -> None:
+    """The request path depends on the allocation versions it serves, not on the rest of
+    the control plane (variants, experiments), which depends on it the other way round."""
+    offenders = sorted(
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in (ROOT / "api" / "serving").rglob("*.py")
+        for module in imported_modules(path)
+        if module.startswith("api.control.")
+        and not module.startswith("api.control.allocation_versions")
+    )
+    assert offenders == []
