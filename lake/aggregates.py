@@ -105,7 +105,10 @@ class LakeAggregator:
         self._totals: dict[ArmKey, VariantVersionStats] = {}
         # Requests matched with their feedback in the current fold, scored at its end.
         self._matched: list[tuple[Any, ...]] = []
-        self._pending: dict[str, list[_Entry]] = {}
+        # Tuples of plain values, never lists: the garbage collector stops tracking them,
+        # so a day of pending requests is not traversed on every collection (that
+        # traversal cost more than the fold itself).
+        self._pending: dict[str, tuple[_Entry, ...]] = {}
         self._pending_order: deque[tuple[int, str]] = deque()
         self._orphans: dict[str, tuple[int, float | None, str | None]] = {}
         self._orphan_order: deque[tuple[int, str]] = deque()
@@ -270,10 +273,10 @@ class LakeAggregator:
             entry: _Entry = (experiment, variant, role, version, propensity, prediction, ts)
             found = pending.get(rid)
             if found is None:
-                pending[rid] = [entry]
+                pending[rid] = (entry,)
                 self._pending_order.append((ts, rid))
             else:
-                found.append(entry)
+                pending[rid] = (*found, entry)
             if rid in orphans:
                 fts, reward, label = orphans.pop(rid)
                 self._match(rid, fts, reward, label)
@@ -298,7 +301,7 @@ class LakeAggregator:
         return frame.height
 
     def _match(self, rid: str, ts: int, reward: float | None, label: str | None) -> None:
-        for entry in self._pending.pop(rid, []):
+        for entry in self._pending.pop(rid, ()):
             self._matched.append((*entry, ts, reward, label))
         self._rewarded[rid] = ts
         self._rewarded_order.append((ts, rid))
