@@ -85,17 +85,24 @@ def _bucket(latency_ms: pl.Expr) -> pl.Expr:
 def health_by_key(frame: pl.DataFrame, keys: Sequence[str]) -> dict[tuple[Any, ...], Health]:
     """:class:`Health` of each group of prediction rows (``status``, ``latency_ms``) by ``keys``.
 
-    One group-by over (keys, bucket); the histograms are filled per group, not per row.
+    One group-by over (keys, latency bucket); the histograms are filled from its groups
+    (a few dozen per file), not from the rows.
     """
-    grouped = (
-        frame.group_by(*keys, _bucket(pl.col("latency_ms")).alias("bucket"))
-        .agg(pl.len().alias("served"), (pl.col("status") == "error").sum().alias("errors"))
-        .group_by(*keys)
-        .agg(pl.col("served").sum(), pl.col("errors").sum(), "bucket", pl.col("served").alias("n"))
+    grouped = frame.group_by(*keys, _bucket(pl.col("latency_ms")).alias("bucket")).agg(
+        pl.len(), (pl.col("status") == "error").sum()
     )
-    out: dict[tuple[Any, ...], Health] = {}
-    for *key, served, errors, buckets, counts in grouped.iter_rows():
-        histogram = np.zeros(_LATENCY_BUCKETS, dtype=np.int64)
-        np.add.at(histogram, np.asarray(buckets, dtype=np.int64), np.asarray(counts))
-        out[tuple(key)] = Health(int(served), int(errors), tuple(histogram.tolist()))
-    return out
+    histograms: dict[tuple[Any, ...], list[int]] = {}
+    errors: dict[tuple[Any, ...], int] = {}
+    columns = [grouped.get_column(name).to_list() for name in grouped.columns]
+    for *key, bucket, served, failed in zip(*columns, strict=True):
+        group = tuple(key)
+        histogram = histograms.get(group)
+        if histogram is None:
+            histogram = histograms[group] = [0] * _LATENCY_BUCKETS
+            errors[group] = 0
+        histogram[bucket] += served
+        errors[group] += failed
+    return {
+        group: Health(sum(histogram), errors[group], tuple(histogram))
+        for group, histogram in histograms.items()
+    }
