@@ -100,7 +100,7 @@ def test_the_stated_facts_match_the_validation_code() -> None:
     for code in re.findall(r"\(`([a-z_]+)`\)", MODEL_CONTRACT):
         if code != "feature_out_of_range":  # checked per request, by the serving code
             assert f'code="{code}"' in source, code
-    serving = (ROOT / "api" / "serving" / "service.py").read_text()
+    serving = (ROOT / "api" / "serving" / "features.py").read_text()
     assert 'code="feature_out_of_range"' in serving
 
 

@@ -332,7 +332,7 @@ def build_lake(directory: Path, *, seed: int = 7) -> NotebookLake:
         predictions.close()
         feedback.close()
         engine.dispose()
-    assert predictions.rows_dropped == 0 and feedback.rows_dropped == 0
+    assert predictions.stats().rows_dropped == 0 and feedback.stats().rows_dropped == 0
     return NotebookLake(directory, database_url, root, "nb", n_pred + l_pred, n_fb + l_fb, truth)
 
 
