@@ -45,6 +45,11 @@ VARIANT_ROLES = ("arm", "shadow")
 VARIANT_STATUSES = ("active", "disabled", "failed")
 
 
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """``status IN ('a', 'b')``: the check constraint's SQL for one of ``values``."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
 class Base(DeclarativeBase):
     metadata = lake_metadata
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON()}  # noqa: RUF012
@@ -53,9 +58,7 @@ class Base(DeclarativeBase):
 class Experiment(Base):
     __tablename__ = "experiments"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('draft', 'running', 'paused', 'stopped')", name="experiment_status"
-        ),
+        CheckConstraint(_one_of("status", EXPERIMENT_STATUSES), name="experiment_status"),
         CheckConstraint("min_weight >= 0 AND min_weight < 1", name="experiment_min_weight"),
     )
 
@@ -101,8 +104,8 @@ class Variant(Base):
     __tablename__ = "variants"
     __table_args__ = (
         UniqueConstraint("experiment_id", "name"),
-        CheckConstraint("role IN ('arm', 'shadow')", name="variant_role"),
-        CheckConstraint("status IN ('active', 'disabled', 'failed')", name="variant_status"),
+        CheckConstraint(_one_of("role", VARIANT_ROLES), name="variant_role"),
+        CheckConstraint(_one_of("status", VARIANT_STATUSES), name="variant_status"),
         CheckConstraint("input_dim > 0", name="variant_input_dim"),
     )
 

@@ -35,19 +35,25 @@ class DashboardQueries:
 
     def __init__(self, *, cache_size: int = _CACHE_SIZE) -> None:
         # Opening a DuckDB database costs 20-40 ms, more than a panel's query: one per
-        # owner, and each query takes its own cursor, cheap and usable on its own thread.
-        self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(":memory:")
-        self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+        # owner, opened by the first query (a serving process that shows no dashboard
+        # never starts DuckDB's threads); each query takes its own cursor, cheap and usable
+        # on its own thread.
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._closed = False
         self._cache: OrderedDict[Hashable, object] = OrderedDict()
         self._cache_size = cache_size
         # Routes run on a thread pool: the cache is read and trimmed by several threads.
         self._lock = threading.Lock()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        if self._con is None:
-            msg = "The dashboard queries are closed; the service that owned them has stopped."
-            raise LakeConfigError(msg)
-        return self._con.cursor()
+        with self._lock:
+            if self._closed:
+                msg = "The dashboard queries are closed; the service that owned them has stopped."
+                raise LakeConfigError(msg)
+            if self._con is None:
+                self._con = duckdb.connect(":memory:")
+                self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+            return self._con.cursor()
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()``, remembered under ``key`` (least recently used out first)."""
@@ -64,10 +70,11 @@ class DashboardQueries:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             self._cache.clear()
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+            if self._con is not None:
+                self._con.close()
+                self._con = None
 
     def __enter__(self) -> DashboardQueries:
         return self

@@ -96,6 +96,7 @@ def test_python_polars_and_sql_agree(rule: RewardRule, seed: int) -> None:
         (RewardRule("label", "accuracy"), "cat", 1.0, 0.0),
         (RewardRule("label", "accuracy"), "nan", math.nan, 1.0),
         (RewardRule("label", "accuracy"), "1_0", 10.0, 0.0),
+        (RewardRule("label", "neg_abs_error"), "2.5", 1.0, -1.5),
         (RewardRule("label", "neg_abs_error"), " 2.5\n", 1.0, -1.5),
         (RewardRule("label", "neg_squared_error"), "2.5", 1.0, -2.25),
         (RewardRule("label", "neg_abs_error"), "1_0", 1.0, None),
