@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Hashable
 from types import TracebackType
 from typing import TypeVar
 
@@ -13,8 +12,6 @@ import duckdb
 
 from lake.dashboard import _drift, _files, _series
 from lake.errors import LakeConfigError
-from lake.reader import Lake
-from lake.rewards import RewardRule
 
 __all__ = ["DashboardQueries"]
 
@@ -87,44 +84,8 @@ class DashboardQueries:
     ) -> None:
         self.close()
 
-    def experiment_span(self, lake: Lake, experiment: str) -> _files.Span:
-        """The first and last prediction ``ts`` of ``experiment``, or ``None`` before any."""
-        return _files.experiment_span(self, lake, experiment)
-
-    def time_buckets(
-        self,
-        lake: Lake,
-        experiment: str,
-        rule: RewardRule,
-        *,
-        hours: int = 24,
-        buckets: int = 48,
-        lookback: timedelta | None = None,
-    ) -> _series.TimeBuckets:
-        """See :func:`lake.dashboard._series.time_buckets`."""
-        return _series.time_buckets(
-            self, lake, experiment, rule, hours=hours, buckets=buckets, lookback=lookback
-        )
-
-    def feature_drift(
-        self,
-        lake: Lake,
-        experiment: str,
-        *,
-        features: Sequence[str] | None = None,
-        hours: int = 24,
-        bins: int = _drift.DRIFT_BINS,
-        threshold: float = _drift.DRIFT_THRESHOLD,
-        min_rows: int = _drift.DRIFT_MIN_ROWS,
-    ) -> _drift.Drift:
-        """See :func:`lake.dashboard._drift.feature_drift`."""
-        return _drift.feature_drift(
-            self,
-            lake,
-            experiment,
-            features=features,
-            hours=hours,
-            bins=bins,
-            threshold=threshold,
-            min_rows=min_rows,
-        )
+    # The queries are the modules' functions, which take their owner first: bound here,
+    # ``queries.time_buckets(lake, ...)`` is ``_series.time_buckets(queries, lake, ...)``.
+    experiment_span = _files.experiment_span
+    time_buckets = _series.time_buckets
+    feature_drift = _drift.feature_drift
