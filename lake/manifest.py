@@ -28,12 +28,14 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     DateTime,
     Engine,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Row,
     String,
@@ -53,6 +55,8 @@ __all__ = [
     "files_since",
     "is_compaction_output",
     "is_registered",
+    "lake_checkpoints",
+    "lake_compactions",
     "lake_files",
     "live_files",
     "metadata",
@@ -84,8 +88,45 @@ lake_files: Final = Table(
     Column("status", String(16), nullable=False, server_default="live"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("replaced_at", DateTime(timezone=True), nullable=True),
+    # For a replaced file: the manifest id of the compacted file that holds its rows now.
+    Column("replaced_by", Integer, nullable=True),
     # Serves the readers' one query: the live files of a table, in id order.
     Index("ix_lake_files_table_name_status_id", "table_name", "status", "id"),
+)
+
+# One row per compaction, written before its output exists: a run that dies part-way
+# leaves a "started" row that the next run completes or rolls back (lake.compaction).
+lake_compactions: Final = Table(
+    "lake_compactions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("table_name", String(32), nullable=False),
+    Column("output_path", String(1024), nullable=False, unique=True),
+    # Manifest ids of the files the output replaces.
+    Column("inputs", JSON, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    # The Delta table version that added the output, once committed there.
+    Column("delta_version", BigInteger, nullable=True),
+    Column("output_id", Integer, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_lake_compactions_status_id", "status", "id"),
+)
+
+# The reallocator's sufficient statistics with the manifest watermarks they cover,
+# checkpointed after each pass, so a new lease holder resumes instead of re-reading the
+# lake (lake.checkpoints).
+lake_checkpoints: Final = Table(
+    "lake_checkpoints",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("watermarks", JSON, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("state_sha256", String(64), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("holder", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 FileStatus = Literal["live", "replaced"]

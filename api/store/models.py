@@ -73,6 +73,10 @@ class Experiment(Base):
     reallocate_every_s: Mapped[int] = mapped_column(Integer, default=60)
     guardrails: Mapped[dict[str, Any]] = mapped_column(JSON)
     stopping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Days of predictions and feedback the lake keeps for this experiment; None: forever.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
+    # Features kept out of the lake: {"drop": [names], "hash": [names]}; None: none.
+    redaction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="draft")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -47,6 +47,7 @@ def test_table_definition_is_exactly_as_specified() -> None:
         "status": (String, False),
         "created_at": (DateTime, False),
         "replaced_at": (DateTime, True),
+        "replaced_by": (Integer, True),
     }
     assert list(lake_files.c.keys()) == list(expected)
     for name, (type_, nullable) in expected.items():
