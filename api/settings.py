@@ -23,11 +23,17 @@ class Settings(BaseSettings):
     home: Path = Path("./var")
     database_url: str = ""
     lake_uri: str = ""
+    # Where uploaded models are kept as <sha256>.onnx, shared by every replica; a local
+    # directory or s3://bucket/prefix. Default: $BANDITLAKE_HOME/models.
+    models_uri: str = ""
     admin_token: SecretStr | None = None
     serve_token: SecretStr | None = None
     # Prometheus and detailed health; the admin token is accepted there too.
     metrics_token: SecretStr | None = None
     request_id_secret: SecretStr | None = None
+    # Key of the HMAC that replaces features an experiment lists as "hash" in its
+    # redaction; required once any experiment hashes a feature. Never logged or stored.
+    redaction_secret: SecretStr | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
@@ -54,12 +60,8 @@ class Settings(BaseSettings):
             object.__setattr__(self, "database_url", f"sqlite:///{self.home / 'banditlake.db'}")
         if not self.lake_uri:
             object.__setattr__(self, "lake_uri", str(default_lake_root(self.home)))
-        if self.lake_uri.startswith("s3://"):
-            msg = (
-                f"BANDITLAKE_LAKE_URI={self.lake_uri!r} points at object storage, which this "
-                "release does not write yet; use a local directory."
-            )
-            raise ValueError(msg)
+        if not self.models_uri:
+            object.__setattr__(self, "models_uri", str(self.home / "models"))
         return self
 
     @model_validator(mode="after")
@@ -75,7 +77,10 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        return self.home / "models"
+        """Local directory of model files: the store itself, or the cache of a remote one."""
+        if self.models_uri.startswith("s3://"):
+            return self.home / "model-cache"
+        return Path(self.models_uri)
 
     @property
     def lake_root(self) -> Path:
