@@ -35,7 +35,6 @@ from typing import Any, Final
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
 from bandit.ipw import IpwStats
@@ -44,6 +43,7 @@ from lake.errors import LakeReadError
 from lake.health import Health, health_by_key
 from lake.manifest import FileEntry, files_since, is_compaction_output
 from lake.rewards import RewardRule
+from lake.storage import LakeStorage, open_storage
 from lake.variants import ArmKey, VariantVersionStats, VariantView
 
 __all__ = ["LakeAggregator"]
@@ -91,15 +91,18 @@ class LakeAggregator:
     engine
         The SQL store with the lake's manifest.
     root
-        Lake root directory.
+        The lake root: a :class:`lake.storage.LakeStorage`, a directory or an
+        ``s3://bucket/prefix`` URI.
     lookback
         How long after a prediction its feedback still counts (and how long pending
         predictions, orphan feedback and counted ids are remembered).
     """
 
-    def __init__(self, engine: Engine, root: Path | str, *, lookback: timedelta) -> None:
+    def __init__(
+        self, engine: Engine, root: LakeStorage | Path | str, *, lookback: timedelta
+    ) -> None:
         self._engine = engine
-        self._root = Path(root)
+        self._storage = open_storage(root)
         self._lookback_us = lookback // timedelta(microseconds=1)
         self._watermark = {"predictions": 0, "feedback": 0}
         self._totals: dict[ArmKey, VariantVersionStats] = {}
@@ -163,10 +166,18 @@ class LakeAggregator:
         new = files_since(self._engine, "predictions", self._watermark["predictions"])
         new += files_since(self._engine, "feedback", self._watermark["feedback"])
         new.sort(key=lambda e: int(e.id or 0))
-        missing = next(
-            (i for i, e in enumerate(new) if self._reads(e) and not (self._root / e.path).exists()),
-            None,
-        )
+        # A local lake is checked up front (cheap); on object storage a HEAD per file
+        # would double the requests, so a missing object is found by the read itself.
+        missing = None
+        if self._storage.is_local:
+            missing = next(
+                (
+                    i
+                    for i, e in enumerate(new)
+                    if self._reads(e) and not self._storage.exists(e.path)
+                ),
+                None,
+            )
         if missing is not None:
             # Fold up to the gap, never past it: rows not read must not be skipped for good.
             new, gone = new[:missing], new[missing]
@@ -195,7 +206,7 @@ class LakeAggregator:
     def _missing_message(self, entry: FileEntry) -> str:
         return (
             f"The {entry.table} file {entry.path!r} (manifest id {entry.id}) is listed in the "
-            f"manifest but missing under {str(self._root)!r}; the statistics stop before it, "
+            f"manifest but missing under {self._storage.uri!r}; the statistics stop before it, "
             f"at watermark {self._watermark[entry.table]}."
         )
 
@@ -225,7 +236,7 @@ class LakeAggregator:
         tables = []
         for entry in entries:
             try:
-                tables.append(pq.read_table(self._root / entry.path, columns=columns))
+                tables.append(self._storage.read_table(entry.path, columns=columns))
             except FileNotFoundError as exc:
                 raise LakeReadError(self._missing_message(entry)) from exc
             except (OSError, pa.ArrowException) as exc:

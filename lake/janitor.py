@@ -1,31 +1,36 @@
 """Removing what a crashed writer leaves behind.
 
-A writer that dies between creating its temp file and renaming it leaves a ``.tmp-`` file
-in a partition directory. Such files are never listed in the manifest, so readers never
-see them; the janitor only reclaims their space.
+A writer that dies between creating its temp file and moving it into place leaves a
+``.tmp-`` file in a partition directory (a local lake only: an object-storage upload
+appears whole or not at all, but a start-up probe of the store that died half-way may
+leave its ``.tmp-probe-`` object). Such files are never listed in the manifest, so
+readers never see them; the janitor only reclaims their space.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
 
 from lake.layout import TEMP_PREFIX
+from lake.storage import LakeStorage, open_storage
 
 __all__ = ["janitor"]
 
 logger = logging.getLogger(__name__)
 
 
-def janitor(root: Path | str, older_than_s: float = 3600.0) -> list[Path]:
+def janitor(root: LakeStorage | Path | str, older_than_s: float = 3600.0) -> list[str]:
     """Delete temp files under the lake root that were last modified long enough ago.
 
     Parameters
     ----------
     root
-        Lake root directory; a missing root has nothing to clean.
+        The lake root (a storage, a directory or an ``s3://`` URI); a missing root has
+        nothing to clean.
     older_than_s
         Only files whose modification time is at least this many seconds old are
         removed. Keep it well above the longest flush, so a temp file that a live writer
@@ -33,27 +38,22 @@ def janitor(root: Path | str, older_than_s: float = 3600.0) -> list[Path]:
 
     Returns
     -------
-    list[Path]
-        The files removed.
+    list[str]
+        The files removed, relative to the lake root.
     """
+    storage = open_storage(root)
     cutoff = datetime.now(UTC).timestamp() - older_than_s
-    removed: list[Path] = []
-    for directory, _dirs, files in os.walk(root):
-        for name in files:
-            if not name.startswith(TEMP_PREFIX):
-                continue
-            path = Path(directory, name)
-            try:
-                if path.stat().st_mtime > cutoff:
-                    continue
-                path.unlink()
-            except FileNotFoundError:
-                # Renamed or removed by its writer meanwhile: nothing to do.
-                continue
-            except OSError as exc:
-                logger.warning("Janitor could not remove %s: %s", path, exc)
-                continue
-            removed.append(path)
+    removed: list[str] = []
+    for stored in storage.list_files():
+        if not PurePosixPath(stored.path).name.startswith(TEMP_PREFIX):
+            continue
+        if stored.mtime is not None and stored.mtime.timestamp() > cutoff:
+            continue
+        try:
+            if storage.delete(stored.path):
+                removed.append(stored.path)
+        except (OSError, pa.ArrowException) as exc:
+            logger.warning("Janitor could not remove %s: %s", stored.path, exc)
     if removed:
-        logger.info("Janitor removed %d stale temp files under %s.", len(removed), root)
+        logger.info("Janitor removed %d stale temp files under %s.", len(removed), storage.uri)
     return removed

@@ -3,7 +3,7 @@
 ::
 
     <lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<writer_id>-<seq:08d>.parquet
-    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/.tmp-<writer_id>-<seq:08d>-<random>.parquet
+    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/.tmp-part-<writer_id>-<seq:08d>-<random>.parquet
 
 A file is placed in the partition of its **flush time** (UTC wall clock when the writer
 wrote it), not of its rows' ``ts``. So one flush is always one file, and once an hour has
@@ -12,8 +12,9 @@ partition as closed. A row's ``ts`` is at or before its partition's hour (usuall
 than the flush interval, more after the sink was down and rows were retried): filter on
 ``ts``, not on ``dt``/``hour``; the manifest's ``min_ts``/``max_ts`` bound each file.
 
-Temp files live in the destination directory so the final rename is atomic (same file
-system), and their dot prefix hides them from Hive-style readers that glob a directory.
+Temp files (a local lake only: an S3 upload appears whole) live in the destination
+directory so the final rename is atomic (same file system), and their dot prefix hides
+them from Hive-style readers that glob a directory.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import re
 import secrets
 import socket
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
 from typing import Final
 
 from lake.errors import LakeConfigError
@@ -34,9 +34,7 @@ __all__ = [
     "default_writer_id",
     "is_valid_writer_id",
     "part_name",
-    "partition_dir",
-    "relative_path",
-    "temp_name",
+    "partition_path",
 ]
 
 TEMP_PREFIX: Final = ".tmp-"
@@ -74,13 +72,11 @@ def default_writer_id() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def partition_dir(root: Path, table: TableName, at: datetime) -> Path:
-    """Return the partition directory for a file flushed at ``at``.
+def partition_path(table: TableName, at: datetime) -> str:
+    """Return the partition, relative to the lake root, of a file flushed at ``at``.
 
     Parameters
     ----------
-    root
-        Lake root directory.
     table
         Table name.
     at
@@ -88,14 +84,15 @@ def partition_dir(root: Path, table: TableName, at: datetime) -> Path:
 
     Returns
     -------
-    Path
-        ``root / table / "dt=YYYY-MM-DD" / "hour=HH"``.
+    str
+        ``<table>/dt=YYYY-MM-DD/hour=HH``, POSIX separators: the form the manifest stores,
+        so a lake keeps its meaning wherever its root is (a directory, an S3 prefix).
     """
     if at.tzinfo is None:
         msg = f"Partition time {at.isoformat()} must be timezone-aware."
         raise LakeConfigError(msg)
     utc = at.astimezone(UTC)
-    return root / table / f"dt={utc:%Y-%m-%d}" / f"hour={utc:%H}"
+    return f"{table}/dt={utc:%Y-%m-%d}/hour={utc:%H}"
 
 
 def part_name(writer_id: str, seq: int) -> str:
@@ -114,44 +111,3 @@ def part_name(writer_id: str, seq: int) -> str:
         ``part-<writer_id>-<seq:08d>.parquet``.
     """
     return f"part-{writer_id}-{seq:08d}.parquet"
-
-
-def temp_name(writer_id: str, seq: int) -> str:
-    """Return a fresh temp file name for a part file being written.
-
-    The random suffix keeps two attempts (or two processes misconfigured with one writer
-    id) from ever writing into the same temp file.
-
-    Parameters
-    ----------
-    writer_id
-        A valid writer id.
-    seq
-        The sequence number the final file will have.
-
-    Returns
-    -------
-    str
-        ``.tmp-<writer_id>-<seq:08d>-<random>.parquet``.
-    """
-    return f"{TEMP_PREFIX}{writer_id}-{seq:08d}-{secrets.token_hex(4)}.parquet"
-
-
-def relative_path(root: Path, path: Path) -> str:
-    """Return ``path`` relative to the lake root, with POSIX separators.
-
-    This is the form stored in the manifest, so a lake keeps its meaning when its root is
-    mounted elsewhere.
-
-    Parameters
-    ----------
-    root
-        Lake root directory.
-    path
-        A file under ``root``.
-
-    Returns
-    -------
-    str
-    """
-    return PurePosixPath(*path.relative_to(root).parts).as_posix()

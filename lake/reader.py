@@ -35,6 +35,7 @@ from sqlalchemy import Engine, create_engine
 from lake.errors import LakeConfigError
 from lake.manifest import FileEntry, live_files
 from lake.schemas import SCHEMAS, TABLES, TableName
+from lake.storage import LakeStorage, open_storage
 
 __all__ = ["VIEWS", "Lake", "ViewName", "open_lake"]
 
@@ -96,7 +97,8 @@ class Lake:
     engine
         Engine of the SQL store holding the manifest.
     root
-        Lake root directory.
+        The lake root: a :class:`lake.storage.LakeStorage`, a directory or an
+        ``s3://bucket/prefix`` URI.
     lookback
         Latest feedback counted in ``decisions``, after the prediction's ``ts``; ``None``
         counts feedback whenever it came.
@@ -107,7 +109,7 @@ class Lake:
     def __init__(
         self,
         engine: Engine,
-        root: Path | str,
+        root: LakeStorage | Path | str,
         *,
         lookback: timedelta | None = None,
         owns_engine: bool = False,
@@ -116,16 +118,21 @@ class Lake:
             msg = f"The feedback lookback must not be negative, but is {lookback}."
             raise LakeConfigError(msg)
         self._engine = engine
-        self._root = Path(root)
+        self._storage = open_storage(root)
         self._lookback = lookback
         self._owns_engine = owns_engine
         self._files: dict[TableName, list[FileEntry]] = {}
         self.refresh()
 
     @property
-    def root(self) -> Path:
-        """Lake root directory."""
-        return self._root
+    def storage(self) -> LakeStorage:
+        """Where the lake's files are."""
+        return self._storage
+
+    @property
+    def uri(self) -> str:
+        """The lake root: a directory or ``s3://bucket/prefix``."""
+        return self._storage.uri
 
     @property
     def engine(self) -> Engine:
@@ -137,15 +144,17 @@ class Lake:
 
         Connections and frames created before keep reading the old snapshot.
 
-        Listed files that are missing on disk (possible only after a manifest commit
+        Listed files that are missing in storage (possible only after a manifest commit
         whose acknowledgement was lost) are left out with a warning, so one lost file
-        does not make the whole lake unreadable.
+        does not make the whole lake unreadable. A local lake checks each file; on
+        object storage that would cost a request per file, so a missing object shows as
+        a read error instead.
         """
         snapshot: dict[TableName, list[FileEntry]] = {}
         for table in TABLES:
             present = []
             for entry in live_files(self._engine, table):
-                if (self._root / entry.path).is_file():
+                if not self._storage.is_local or self._storage.exists(entry.path):
                     present.append(entry)
                 else:
                     logger.warning("Lake file %s is in the manifest but not on disk.", entry.path)
@@ -167,9 +176,10 @@ class Lake:
         return list(self._files[self._check_table(table)])
 
     def paths(self, table: TableName) -> list[str]:
-        """Return the absolute paths of the live files of ``table``, in id order.
+        """Return the addresses of the live files of ``table``, in id order.
 
-        For other engines (Spark, Trino, pyarrow.dataset) that read the same files.
+        Absolute local paths, or ``s3://`` URLs on object storage: for other engines
+        (Spark, Trino, pyarrow.dataset) that read the same files.
 
         Parameters
         ----------
@@ -180,7 +190,7 @@ class Lake:
         -------
         list[str]
         """
-        return [str(self._root / entry.path) for entry in self.files(table)]
+        return [self._storage.url(entry.path) for entry in self.files(table)]
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         """Return a new in-memory DuckDB connection with the lake's views.
@@ -205,7 +215,7 @@ class Lake:
         try:
             con.execute("SET TimeZone = 'UTC'")
             for table in TABLES:
-                con.execute(f"CREATE VIEW {table} AS {self._source_sql(table)}")
+                con.execute(f"CREATE VIEW {table} AS {self._source_sql(con, table)}")
             con.execute(f"CREATE VIEW decisions AS {self._decisions_sql()}")
         except BaseException:
             con.close()
@@ -237,10 +247,10 @@ class Lake:
             msg = f"Relation {table!r} is not in the lake; expected one of {list(VIEWS)}."
             raise LakeConfigError(msg)
         name = self._check_table(table)
-        paths = self.paths(name)
-        if not paths:
+        files = self.files(name)
+        if not files:
             return _empty_frame(SCHEMAS[name])
-        return pl.scan_parquet(paths, hive_partitioning=False)
+        return self._storage.scan_polars([entry.path for entry in files])
 
     def close(self) -> None:
         """Dispose of the engine if the lake created it."""
@@ -260,13 +270,12 @@ class Lake:
         msg = f"Table {table!r} is not in the lake; expected one of {list(TABLES)}."
         raise LakeConfigError(msg)
 
-    def _source_sql(self, table: TableName) -> str:
-        paths = self.paths(table)
-        if not paths:
+    def _source_sql(self, con: duckdb.DuckDBPyConnection, table: TableName) -> str:
+        files = self.files(table)
+        if not files:
             return _empty_select(SCHEMAS[table])
-        listed = ", ".join(_quote(path) for path in paths)
-        # hive_partitioning off: dt/hour are the flush time, not data; keep the schema.
-        return f"SELECT * FROM read_parquet([{listed}], hive_partitioning = false)"
+        source = self._storage.duckdb_source(con, [entry.path for entry in files])
+        return f"SELECT * FROM {source}"
 
     def _decisions_sql(self) -> str:
         within = ""
@@ -302,7 +311,7 @@ class Lake:
 
 def open_lake(
     database: str | Engine,
-    lake_root: Path | str,
+    lake_root: LakeStorage | Path | str,
     *,
     lookback: timedelta | None = None,
 ) -> Lake:
@@ -314,7 +323,8 @@ def open_lake(
         The SQL store holding the manifest: a SQLAlchemy URL (the lake then owns the
         engine it creates and disposes of it on ``close``) or an existing engine.
     lake_root
-        Lake root directory (local path).
+        The lake root: a directory, an ``s3://bucket/prefix`` URI (reached with the
+        standard ``AWS_*`` variables) or a :class:`lake.storage.LakeStorage`.
     lookback
         Latest feedback counted in ``decisions``, after the prediction's ``ts``;
         ``None`` (default) counts feedback whenever it came.

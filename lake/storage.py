@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from fsspec.implementations.arrow import ArrowFSWrapper
 
 from lake.errors import LakeConfigError
 from lake.layout import TEMP_PREFIX
@@ -225,7 +226,18 @@ class LakeStorage:
         """A polars LazyFrame over the Parquet files at ``paths``."""
         raise NotImplementedError
 
+    def attach_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Let every cursor of ``con`` read :meth:`url` addresses in ``read_parquet``.
+
+        For code that builds SQL text before it has a cursor (the dashboard). Slower on
+        S3 than :meth:`duckdb_source` (reads pass through Python), so a caller that
+        holds the connection should use that instead.
+        """
+
     # -- writing --------------------------------------------------------------------
+
+    def forget_directories(self) -> None:
+        """Forget what is known to exist, so the next write checks again (after a failure)."""
 
     def write_new(
         self,
@@ -499,6 +511,11 @@ class S3Settings:
         return out
 
 
+class _S3Bridge(ArrowFSWrapper):  # type: ignore[misc]
+    # pyarrow's S3 client seen by DuckDB as the file system of s3:// addresses.
+    protocol = "s3"
+
+
 class ObjectStorage(LakeStorage):
     """The lake under ``s3://bucket/prefix`` on an S3-compatible store."""
 
@@ -571,6 +588,10 @@ class ObjectStorage(LakeStorage):
             storage_options=self.polars_options(),
         )
 
+    def attach_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
+        if not con.filesystem_is_registered("s3"):
+            con.register_filesystem(_S3Bridge(self._fs))
+
     def _explain(self, exc: BaseException, *, writable: bool) -> str:
         text = str(exc)
         where = f"the lake at {self._uri}"
@@ -596,7 +617,9 @@ class ObjectStorage(LakeStorage):
         return f"The object store at {endpoint} failed for {where}: {first}"
 
 
-def open_storage(uri: str | Path, environ: Mapping[str, str] | None = None) -> LakeStorage:
+def open_storage(
+    uri: LakeStorage | str | Path, environ: Mapping[str, str] | None = None
+) -> LakeStorage:
     """Open the lake root at ``uri``: a local directory, or ``s3://bucket/prefix``.
 
     Parameters

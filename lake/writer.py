@@ -34,6 +34,7 @@ from lake.errors import LakeConfigError, LakeWriteError, RowConversionError
 from lake.layout import default_writer_id, is_valid_writer_id
 from lake.publish import FilePublisher
 from lake.schemas import TABLES, FeedbackRow, PredictionRow, TableName
+from lake.storage import LakeStorage, open_storage
 
 __all__ = ["LakeWriter", "WriterStats", "default_writer_id"]
 
@@ -51,7 +52,8 @@ class LakeWriter:
     Parameters
     ----------
     root
-        Lake root directory; created by the first flush when missing.
+        The lake root: a :class:`lake.storage.LakeStorage`, a directory (created by the
+        first flush when missing) or an ``s3://bucket/prefix`` URI.
     engine
         Engine of the SQL store that holds the manifest table ``lake_files``.
     table
@@ -88,7 +90,7 @@ class LakeWriter:
 
     def __init__(
         self,
-        root: Path | str,
+        root: LakeStorage | Path | str,
         engine: Engine,
         *,
         table: TableName,
@@ -122,7 +124,7 @@ class LakeWriter:
             msg = f"max_backoff_s must be positive, but is {max_backoff_s}."
             raise LakeConfigError(msg)
 
-        self._root = Path(root)
+        self._storage = open_storage(root)
         self._engine = engine
         self._table: TableName = table
         self._writer_id = writer_id
@@ -139,7 +141,7 @@ class LakeWriter:
         self._io_lock = threading.Lock()
         self._retry: list[pa.Table] = []
         self._publisher = FilePublisher(
-            self._root, engine, table=table, writer_id=writer_id, compression=compression
+            self._storage, engine, table=table, writer_id=writer_id, compression=compression
         )
         self._backoff_s = 0.0
         self._last_error: str | None = None
@@ -332,7 +334,7 @@ class LakeWriter:
             self._on_failure(exc)
             msg = (
                 f"Could not write {table.num_rows} {self._table} rows to the lake at "
-                f"{self._root}: {type(exc).__name__}: {exc}"
+                f"{self._storage.uri}: {type(exc).__name__}: {exc}"
             )
             raise LakeWriteError(msg) from exc
         self._retry = []
@@ -360,7 +362,7 @@ class LakeWriter:
             )
 
     def _on_failure(self, exc: Exception) -> None:
-        self._publisher.forget_directories()
+        self._storage.forget_directories()
         self._backoff_s = min(self._max_backoff_s, max(_MIN_BACKOFF_S, self._backoff_s * 2))
         self._last_error = f"{type(exc).__name__}: {exc}"
         logger.warning(

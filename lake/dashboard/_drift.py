@@ -304,7 +304,7 @@ def feature_drift(
             files_read,
         )
     key = (
-        tuple((int(f.id or 0), str(lake.root / f.path)) for f in reference_files),
+        tuple((int(f.id or 0), lake.storage.url(f.path)) for f in reference_files),
         experiment,
         first,
         reference_end,

@@ -38,7 +38,9 @@ def parquet(paths: Iterable[str]) -> str:
 
 
 def source(lake: Lake, files: Sequence[FileEntry]) -> str:
-    return parquet(str(lake.root / f.path) for f in files)
+    # Addresses, not local paths: an s3:// lake is read through the file system that
+    # DashboardQueries attached to its connection (LakeStorage.attach_duckdb).
+    return parquet(lake.storage.url(f.path) for f in files)
 
 
 def overlapping(files: Sequence[FileEntry], start: datetime, end: datetime) -> list[FileEntry]:

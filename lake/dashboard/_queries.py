@@ -12,6 +12,7 @@ import duckdb
 
 from lake.dashboard import _drift, _files, _series
 from lake.errors import LakeConfigError
+from lake.storage import LakeStorage
 
 __all__ = ["DashboardQueries"]
 
@@ -30,12 +31,17 @@ class DashboardQueries:
     closes it on shutdown; a notebook or a test uses it as a context manager.
     """
 
-    def __init__(self, *, cache_size: int = _CACHE_SIZE) -> None:
+    def __init__(
+        self, *, storage: LakeStorage | None = None, cache_size: int = _CACHE_SIZE
+    ) -> None:
         # Opening a DuckDB database costs 20-40 ms, more than a panel's query: one per
         # owner, opened by the first query (a serving process that shows no dashboard
         # never starts DuckDB's threads); each query takes its own cursor, cheap and usable
         # on its own thread.
         self._con: duckdb.DuckDBPyConnection | None = None
+        # The lake's storage, when it is not a local directory, is attached to the
+        # connection so that read_parquet reaches its s3:// addresses.
+        self._storage = storage
         self._closed = False
         self._cache: OrderedDict[Hashable, object] = OrderedDict()
         self._cache_size = cache_size
@@ -50,6 +56,8 @@ class DashboardQueries:
             if self._con is None:
                 self._con = duckdb.connect(":memory:")
                 self._con.execute("SET GLOBAL TimeZone = 'UTC'")
+                if self._storage is not None:
+                    self._storage.attach_duckdb(self._con)
             return self._con.cursor()
 
     def cached(self, key: Hashable, compute: Callable[[], T]) -> T:

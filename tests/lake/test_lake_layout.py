@@ -1,37 +1,27 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from lake import LakeConfigError, default_writer_id
-from lake.layout import is_valid_writer_id, part_name, partition_dir, relative_path, temp_name
+from lake.layout import is_valid_writer_id, part_name, partition_path
 
 
-def test_partition_dir_uses_utc_date_and_hour() -> None:
+def test_partition_path_uses_utc_date_and_hour() -> None:
     at = datetime(2025, 1, 1, 1, 30, tzinfo=timezone(timedelta(hours=3)))
-    got = partition_dir(Path("/lake"), "predictions", at)
-    assert got == Path("/lake/predictions/dt=2024-12-31/hour=22")
+    assert partition_path("predictions", at) == "predictions/dt=2024-12-31/hour=22"
+    at = datetime(2025, 5, 6, 7, tzinfo=UTC)
+    assert partition_path("feedback", at) == "feedback/dt=2025-05-06/hour=07"
 
 
-def test_partition_dir_refuses_naive_times() -> None:
+def test_partition_path_refuses_naive_times() -> None:
     with pytest.raises(LakeConfigError, match="must be timezone-aware"):
-        partition_dir(Path("/lake"), "feedback", datetime(2025, 1, 1))
+        partition_path("feedback", datetime(2025, 1, 1))
 
 
 def test_file_names() -> None:
     assert part_name("host-1-ab", 7) == "part-host-1-ab-00000007.parquet"
-    temp = temp_name("host-1-ab", 7)
-    assert temp.startswith(".tmp-host-1-ab-00000007-")
-    assert temp.endswith(".parquet")
-    assert temp != temp_name("host-1-ab", 7)
-
-
-def test_relative_path_is_posix() -> None:
-    root = Path("/lake")
-    path = partition_dir(root, "feedback", datetime(2025, 5, 6, 7, tzinfo=UTC)) / "part-w.parquet"
-    assert relative_path(root, path) == "feedback/dt=2025-05-06/hour=07/part-w.parquet"
 
 
 @pytest.mark.parametrize(
