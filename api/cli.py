@@ -37,9 +37,32 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "settings"
-        msg = f"Invalid configuration: BANDITLAKE_{field.upper()}: {first['msg']}."
+        field = ".".join(str(p) for p in first["loc"])
+        text = str(first["msg"]).removeprefix("Value error, ").rstrip(".")
+        # A check across fields names its variables itself.
+        where = f"BANDITLAKE_{field.upper()}: " if field else ""
+        msg = f"Invalid configuration: {where}{text}."
         raise CommandError(msg) from exc
+
+
+def check_stores(settings: Settings) -> None:
+    """Make sure the lake and the model store can be reached and written: one line if not.
+
+    Run before serving starts, so that an unreachable endpoint, a missing bucket, refused
+    credentials or a read-only prefix stop the start with a sentence, not a traceback
+    from a worker process later.
+    """
+    from lake.errors import LakeConfigError
+    from lake.storage import open_storage
+
+    for name, uri in (
+        ("BANDITLAKE_LAKE_URI", settings.lake_uri),
+        ("BANDITLAKE_MODELS_URI", settings.models_uri),
+    ):
+        try:
+            open_storage(uri).check(writable=True)
+        except LakeConfigError as exc:
+            raise CommandError(f"{name}: {exc}") from None
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -62,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise CommandError(msg)
     elif not settings.has_tokens:
         log.warning("no tokens set: serving loopback callers only on %s", args.host)
+    check_stores(settings)
     if settings.device == "cuda":
         from api.serving.sessions import cuda_status
 
@@ -108,7 +132,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_reallocator(_: argparse.Namespace) -> None:
     from api.reallocation.worker import run_process
 
-    run_process(_settings())
+    settings = _settings()
+    check_stores(settings)
+    run_process(settings)
 
 
 def worker_environment(settings: Settings, *, pid: int) -> dict[str, str]:

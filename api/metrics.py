@@ -8,6 +8,7 @@ each app has its own registry, so tests can build several apps in one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -20,6 +21,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from lake.inventory import TableInventory
+from lake.storage import OperationStats
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -99,15 +103,101 @@ class Metrics:
             "Feedback items not stored because their request id already had feedback.",
             registry=registry,
         )
-        self._synced: dict[tuple[str, str], int] = {}
+        store_labels = ["store", "operation"]
+        self.store_requests = Counter(
+            "banditlake_object_store_requests_total",
+            "Requests to the lake's and the models' storage (S3 or local disk), by operation.",
+            store_labels,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "banditlake_object_store_errors_total",
+            "Storage requests that failed (a missing file asked about is not a failure).",
+            store_labels,
+            registry=registry,
+        )
+        self.store_bytes = Counter(
+            "banditlake_object_store_bytes_total",
+            "Bytes written to or read from the storage.",
+            store_labels,
+            registry=registry,
+        )
+        self.store_seconds = Counter(
+            "banditlake_object_store_seconds_total",
+            "Time spent in storage requests; divided by the requests, the mean latency.",
+            store_labels,
+            registry=registry,
+        )
+        lake_labels = ["table"]
+        self.lake_files = Gauge(
+            "banditlake_lake_files",
+            "Files of a lake table: small (flushed, not compacted yet), published "
+            "(compacted, in the Delta table) and replaced (awaiting deletion).",
+            ["table", "state"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.lake_bytes = Gauge(
+            "banditlake_lake_bytes",
+            "Bytes of a lake table's live files.",
+            lake_labels,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.lake_rows = Gauge(
+            "banditlake_lake_rows",
+            "Rows of a lake table's live files, and of those published.",
+            ["table", "state"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.lake_published_version = Gauge(
+            "banditlake_lake_published_version",
+            "Latest version of a lake table's Delta table (-1 before the first).",
+            lake_labels,
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.compactions = Gauge(
+            "banditlake_lake_compactions",
+            "Compactions of a lake table so far, by status.",
+            ["table", "status"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self._synced: dict[tuple[str, ...], float] = {}
 
-    def sync_counter(self, counter: Counter, table: str, total: int) -> None:
-        """Advance a Prometheus counter to a writer's running total."""
-        key = (counter._name, table)
+    def sync_counter(self, counter: Counter, label: str | tuple[str, ...], total: float) -> None:
+        """Advance a Prometheus counter to a running total kept elsewhere."""
+        labels = (label,) if isinstance(label, str) else label
+        key = (counter._name, *labels)
         delta = total - self._synced.get(key, 0)
         if delta > 0:
-            counter.labels(table).inc(delta)
+            counter.labels(*labels).inc(delta)
             self._synced[key] = total
+
+    def sync_storage(self, store: str, stats: Mapping[str, OperationStats]) -> None:
+        """Copy a storage's per-operation counters (:meth:`LakeStorage.stats`)."""
+        for operation, s in stats.items():
+            labels = (store, operation)
+            self.sync_counter(self.store_requests, labels, s.requests)
+            self.sync_counter(self.store_errors, labels, s.errors)
+            self.sync_counter(self.store_bytes, labels, s.bytes)
+            self.sync_counter(self.store_seconds, labels, s.seconds)
+
+    def set_inventory(self, inventory: Mapping[str, TableInventory]) -> None:
+        """Show what the manifest lists (:func:`lake.inventory.lake_inventory`)."""
+        for table, t in inventory.items():
+            self.lake_files.labels(table, "small").set(t.small_files)
+            self.lake_files.labels(table, "published").set(t.published_files)
+            self.lake_files.labels(table, "replaced").set(t.replaced_files)
+            self.lake_bytes.labels(table).set(t.live_bytes)
+            self.lake_rows.labels(table, "live").set(t.live_rows)
+            self.lake_rows.labels(table, "published").set(t.published_rows)
+            version = -1 if t.delta_version is None else t.delta_version
+            self.lake_published_version.labels(table).set(version)
+            for status, count in t.compactions:
+                self.compactions.labels(table, status).set(count)
 
     def render(self) -> bytes:
         directory = _multiprocess_dir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from api.settings import Settings
 
 __all__ = ["base_url", "data_location", "next_steps"]
@@ -19,12 +21,20 @@ def base_url(host: str, port: int) -> str:
 def data_location(settings: Settings) -> str:
     """Where the SQL store, the lake and the model files are, credentials left out."""
     home = settings.home.resolve()
-    lake = settings.lake_root.resolve()
+    lake, models = _shown(settings.lake_uri), _shown(settings.models_uri)
     embedded = settings.database_url == f"sqlite:///{settings.home / 'banditlake.db'}"
-    if embedded and lake.is_relative_to(home):
+    if embedded and all(_under(where, home) for where in (lake, models)):
         return f"{home} (SQLite store, Parquet lake, model files)"
     store = settings.database_url.split("@")[-1]
-    return f"store {store}, lake {lake}, models {settings.models_dir.resolve()}"
+    return f"store {store}, lake {lake}, models {models}"
+
+
+def _shown(uri: str) -> str:
+    return uri if "://" in uri else str(Path(uri).resolve())
+
+
+def _under(where: str, home: Path) -> bool:
+    return "://" not in where and Path(where).is_relative_to(home)
 
 
 def next_steps(settings: Settings, *, host: str, port: int) -> list[str]:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lake.location import default_lake_root
+from lake.storage import check_uri
 
 __all__ = ["Settings"]
 
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
             object.__setattr__(self, "lake_uri", str(default_lake_root(self.home)))
         if not self.models_uri:
             object.__setattr__(self, "models_uri", str(self.home / "models"))
+        for name in ("lake_uri", "models_uri"):
+            # The scheme is checked here; reaching the store is checked at start.
+            check_uri(getattr(self, name), f"BANDITLAKE_{name.upper()}")
         return self
 
     @model_validator(mode="after")
@@ -84,7 +88,15 @@ class Settings(BaseSettings):
 
     @property
     def lake_root(self) -> Path:
+        """The lake directory of a local lake (an s3:// lake has none: use ``lake_uri``)."""
+        if self.lake_is_remote:
+            msg = f"The lake at {self.lake_uri} is not a local directory."
+            raise ValueError(msg)
         return Path(self.lake_uri)
+
+    @property
+    def lake_is_remote(self) -> bool:
+        return "://" in self.lake_uri
 
     @property
     def is_sqlite(self) -> bool:

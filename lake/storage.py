@@ -57,6 +57,7 @@ __all__ = [
     "ObjectStorage",
     "OperationStats",
     "StoredFile",
+    "check_uri",
     "open_storage",
 ]
 
@@ -617,6 +618,29 @@ class ObjectStorage(LakeStorage):
         return f"The object store at {endpoint} failed for {where}: {first}"
 
 
+def check_uri(uri: str, name: str = "The lake URI") -> None:
+    """Refuse a URI no storage here can open, naming the setting (``name``).
+
+    Raises
+    ------
+    LakeConfigError
+        For a scheme other than a path, ``file://`` or ``s3://``, or an ``s3://`` without
+        a bucket.
+    """
+    if uri.startswith(S3_SCHEME):
+        if not uri.removeprefix(S3_SCHEME).split("/", 1)[0]:
+            msg = f"{name}={uri!r} names no bucket; expected s3://bucket/prefix."
+            raise LakeConfigError(msg)
+        return
+    if "://" in uri and not uri.startswith("file://"):
+        scheme = uri.split("://", 1)[0]
+        msg = (
+            f"{name}={uri!r} uses {scheme}://, which banditlake does not support; use a "
+            "local directory or s3://bucket/prefix (any S3-compatible store)."
+        )
+        raise LakeConfigError(msg)
+
+
 def open_storage(
     uri: LakeStorage | str | Path, environ: Mapping[str, str] | None = None
 ) -> LakeStorage:
@@ -638,13 +662,7 @@ def open_storage(
     if isinstance(uri, LakeStorage):
         return uri
     text = str(uri)
+    check_uri(text)
     if text.startswith(S3_SCHEME):
         return ObjectStorage(text, S3Settings.from_environ(environ))
-    if "://" in text and not text.startswith("file://"):
-        scheme = text.split("://", 1)[0]
-        msg = (
-            f"The lake URI {text!r} uses {scheme}://, which banditlake does not support; use "
-            "a local directory or s3://bucket/prefix (any S3-compatible store)."
-        )
-        raise LakeConfigError(msg)
     return LocalStorage(Path(text.removeprefix("file://")).expanduser())

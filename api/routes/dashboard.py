@@ -46,7 +46,7 @@ Buckets = Annotated[int, Query(ge=1, le=1000, description="Number of time bucket
 
 def get_lake(request: Request, settings: SettingsDep) -> Iterator[Lake]:
     """A manifest snapshot taken for this request."""
-    with open_lake(request.app.state.engine, settings.lake_root) as lake:
+    with open_lake(request.app.state.engine, request.app.state.lake_storage) as lake:
         yield lake
 
 
