@@ -2,7 +2,7 @@
 
 ::
 
-    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<writer_id>-<seq:08d>.parquet
+    <lake>/<table>/dt=YYYY-MM-DD/hour=HH/part-<writer_id>-<seq:08d>-<token>.parquet
     <lake>/<table>/dt=YYYY-MM-DD/hour=HH/.tmp-part-<writer_id>-<seq:08d>-<random>.parquet
 
 A file is placed in the partition of its **flush time** (UTC wall clock when the writer
@@ -95,7 +95,7 @@ def partition_path(table: TableName, at: datetime) -> str:
     return f"{table}/dt={utc:%Y-%m-%d}/hour={utc:%H}"
 
 
-def part_name(writer_id: str, seq: int) -> str:
+def part_name(writer_id: str, seq: int, token: str | None = None) -> str:
     """Return the file name of a writer's ``seq``-th part file.
 
     Parameters
@@ -104,10 +104,16 @@ def part_name(writer_id: str, seq: int) -> str:
         A valid writer id (see ``is_valid_writer_id``).
     seq
         Per-writer sequence number, zero-padded to 8 digits.
+    token
+        Random letters chosen once per writer instance (:class:`lake.publish.FilePublisher`):
+        a writer id reused after a restart starts its sequence again, and the token keeps
+        its names new, so an upload never needs to ask first whether its name is taken.
 
     Returns
     -------
     str
-        ``part-<writer_id>-<seq:08d>.parquet``.
+        ``part-<writer_id>-<seq:08d>.parquet``, or ``part-<writer_id>-<seq:08d>-<token>.parquet``.
     """
+    if token:
+        return f"part-{writer_id}-{seq:08d}-{token}.parquet"
     return f"part-{writer_id}-{seq:08d}.parquet"

@@ -11,6 +11,7 @@ see half a file.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
 from typing import Final
 
@@ -66,6 +67,8 @@ class FilePublisher:
         self._writer_id = writer_id
         self._compression = compression
         self._seq = 0
+        # New names for this instance even when its writer id was used before.
+        self._token = secrets.token_hex(4)
 
     def publish(self, table: pa.Table) -> FileEntry:
         now = datetime.now(UTC)
@@ -99,9 +102,11 @@ class FilePublisher:
     def _write_file(self, directory: str, table: pa.Table) -> tuple[str, int]:
         for _ in range(_MAX_NAME_ATTEMPTS):
             self._seq += 1
-            path = f"{directory}/{part_name(self._writer_id, self._seq)}"
+            path = f"{directory}/{part_name(self._writer_id, self._seq, self._token)}"
             try:
-                size = self._storage.write_new(path, table, compression=self._compression)
+                size = self._storage.write_new(
+                    path, table, compression=self._compression, fresh_name=True
+                )
             except FileExistsError:
                 continue
             return path, size
