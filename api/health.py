@@ -7,13 +7,21 @@ only its own variant: these are reported as *degraded* parts, never as "not read
 probe that failed on any of them would take every replica (all share one store, lake and
 model files) out of the balancer at once and turn a partial outage into a full one.
 
+Model files live in a store shared by the replicas (a directory or an S3 prefix) and are
+checked against each variant's checksum on this replica; a file that is missing, cannot
+be fetched or has the wrong bytes fails that variant here only, and it is tried again
+while the replica runs. A running experiment none of whose arms can serve here is named
+in the detail (``unserved_experiments``), with each arm's reason: its predictions answer
+503 on this replica while other replicas may serve it.
+
 Each part gets one coarse word: ``ok``; ``failing`` (lake: a writer cannot flush, so its
 rows buffer and then drop; models: some variant's model failed to load); ``unavailable``
 (store: ``SELECT 1`` did not succeed).
 
 :class:`Probe` (``GET /readyz``, open) carries only those words. :class:`Health`
 (``GET /v1/health``, metrics or admin token) adds what an operator needs: the store's
-error, each lake table, and each model's provider or load failure.
+error, each lake table, each model's provider or load failure, and the running
+experiments this replica cannot serve at all.
 """
 
 from __future__ import annotations
@@ -21,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel
-from sqlalchemy import Engine, text
+from pydantic import BaseModel, Field
+from sqlalchemy import Connection, Engine, select, text
 
-from api.serving.pool import ModelPool
+from api.serving.pool import ModelPool, VariantKey
+from api.store.models import Experiment, Variant
 
 __all__ = ["Health", "ModelHealth", "Part", "PartStatus", "Probe", "check_health"]
 
@@ -47,19 +56,68 @@ class Health(Probe):
     store_error: str | None
     lake_tables: dict[str, PartStatus]
     models: dict[str, ModelHealth]
+    unserved_experiments: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Running experiments none of whose active arms has a model loaded on this "
+            "replica, each with the reason per arm."
+        ),
+    )
 
     def probe(self) -> Probe:
         return Probe(ready=self.ready, checks=self.checks, degraded=self.degraded)
 
 
-def _store_error(engine: Engine) -> str | None:
+def _first_line(exc: BaseException) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}".rstrip(": ")
+
+
+def _running_arms(conn: Connection) -> dict[str, list[str]]:
+    """Experiment name → its active arms, for every running experiment."""
+    stmt = (
+        select(Experiment.name, Variant.name)
+        .join(Variant, Variant.experiment_id == Experiment.id)
+        .where(
+            Experiment.status == "running",
+            Variant.role == "arm",
+            Variant.status == "active",
+        )
+        .order_by(Experiment.name, Variant.name)
+    )
+    arms: dict[str, list[str]] = {}
+    for experiment, variant in conn.execute(stmt):
+        arms.setdefault(experiment, []).append(variant)
+    return arms
+
+
+def _check_store(engine: Engine) -> tuple[str | None, dict[str, list[str]]]:
+    """The store's error (None when ``SELECT 1`` works) and the running experiments' arms."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+            try:
+                return None, _running_arms(conn)
+            except Exception:  # a schema problem must not fail the probe either
+                return None, {}
     except Exception as exc:  # any failure means "unavailable"; the probe itself must answer
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return f"{type(exc).__name__}: {first_line}".rstrip(": ")
-    return None
+        return _first_line(exc), {}
+
+
+def _unserved(pool: ModelPool, arms: Mapping[str, list[str]]) -> dict[str, str]:
+    """Running experiments with no arm loaded here and some arm failed here, with reasons."""
+    out: dict[str, str] = {}
+    for experiment, names in arms.items():
+        keys = [VariantKey(experiment, n) for n in names]
+        if any(pool.get(k) is not None for k in keys):
+            continue
+        reasons = [f"{k.variant}: {pool.failure(k)}" for k in keys if pool.failure(k)]
+        if reasons:
+            out[experiment] = (
+                f"No arm of running experiment {experiment!r} can serve on this replica; "
+                + "; ".join(reasons)
+            )
+    return out
 
 
 def check_health(
@@ -82,7 +140,7 @@ def check_health(
     lake_writers_healthy
         Table name → whether that table's writer is flushing.
     """
-    store_error = _store_error(engine)
+    store_error, running_arms = _check_store(engine)
     models = {
         f"{k.experiment}/{k.variant}": ModelHealth(provider=p, failed=None)
         for k, p in pool.providers().items()
@@ -104,4 +162,5 @@ def check_health(
         store_error=store_error,
         lake_tables=lake_tables,
         models=models,
+        unserved_experiments=_unserved(pool, running_arms),
     )

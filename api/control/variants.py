@@ -1,8 +1,10 @@
-"""Variants: validated ONNX uploads stored by checksum, enabled and disabled."""
+"""Variants: validated ONNX uploads stored by checksum, enabled and disabled.
+
+The model files themselves are kept by :class:`api.serving.model_store.ModelStore`.
+"""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -12,11 +14,12 @@ from api.control import allocation_versions
 from api.control.model_spec import ModelSpec
 from api.errors import ConflictError, InvalidRequestError, NotFoundError
 from api.schemas import VariantOut
+from api.serving.model_store import ModelStore
 from api.serving.pool import ModelPool, VariantKey
 from api.serving.sync import load_stored
 from api.store.models import AuditEvent, Experiment, Variant
 
-__all__ = ["add_variant", "get_variant", "set_active", "store_model", "to_out"]
+__all__ = ["add_variant", "get_variant", "set_active", "to_out"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 
@@ -27,24 +30,6 @@ def get_variant(experiment: Experiment, name: str) -> Variant:
             return variant
     msg = f"Experiment {experiment.name!r} has no variant named {name!r}."
     raise NotFoundError(msg, code="variant_not_found")
-
-
-def store_model(models_dir: Path, spooled: Path, sha256: str) -> Path:
-    """Move a spooled upload to its checksum's name (never a client-chosen path), atomically.
-
-    ``spooled`` must be a file in ``models_dir`` (same file system, so the rename is atomic);
-    it is fsynced first so a crash never leaves a truncated model under a valid name.
-    """
-    target = models_dir / f"{sha256}.onnx"
-    if target.exists():
-        return target
-    fd = os.open(spooled, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(spooled, target)
-    return target
 
 
 def check_name(name: str) -> None:
@@ -120,7 +105,7 @@ def set_active(
     *,
     active: bool,
     actor: str,
-    models_dir: Path,
+    store: ModelStore,
 ) -> Variant:
     """Enable or disable a variant; enabling loads its model here if this process has none.
 
@@ -135,10 +120,13 @@ def set_active(
         raise ConflictError(msg, code="experiment_stopped")
     if active and pool.get(VariantKey(experiment.name, variant.name)) is None:
         try:
-            load_stored(pool, experiment, variant, models_dir)
+            load_stored(pool, experiment, variant, store)
         except Exception as exc:
-            reason = pool.failure(VariantKey(experiment.name, variant.name)) or exc
-            msg = f"Variant {variant.name!r} cannot be enabled: its model does not load ({reason})."
+            reason = str(pool.failure(VariantKey(experiment.name, variant.name)) or exc)
+            msg = (
+                f"Variant {variant.name!r} cannot be enabled: its model does not load "
+                f"({reason.rstrip('.')})."
+            )
             raise ConflictError(msg, code="variant_failed") from exc
     if (
         not active

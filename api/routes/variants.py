@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Final
 
-from fastapi import APIRouter, File, Form, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 
 from api.control import experiments, variants
 from api.control.model_contract import MODEL_CONTRACT
@@ -19,6 +19,7 @@ from api.errors import InvalidRequestError, PayloadTooLargeError
 from api.routes import _examples as ex
 from api.routes._responses import ADMIN_ERRORS, body_example, error_responses, ok
 from api.schemas import VariantOut, VariantPatch
+from api.serving.model_store import ModelStore
 
 router = APIRouter(
     prefix="/v1/experiments/{name}/variants",
@@ -64,8 +65,14 @@ _UPLOAD_ERRORS: Final = {
 }
 
 
+def _model_store(request: Request) -> ModelStore:
+    store: ModelStore = request.app.state.model_store
+    return store
+
+
 def _spool(upload: UploadFile, limit: int, directory: Path) -> tuple[Path, str]:
-    """Copy the upload to a temporary file next to the models, hashing as it goes.
+    """Copy the upload to a temporary file next to the models (or their cache), hashing
+    as it goes, so storing it is a rename on the same file system.
 
     The file never sits whole in memory before its size is known: the copy stops at the
     first chunk over the limit.
@@ -114,6 +121,7 @@ def _parse_features(raw: str | None) -> list[str] | None:
     openapi_extra=body_example(ex.UPLOAD_VARIANT, media_type="multipart/form-data"),
 )
 def upload_variant(
+    request: Request,
     name: str,
     session: SessionDep,
     pool: PoolDep,
@@ -139,12 +147,13 @@ def upload_variant(
     if role not in ("arm", "shadow"):
         msg = f"role must be 'arm' or 'shadow'; got {role!r}."
         raise InvalidRequestError(msg, code="invalid_role")
-    spooled, sha256 = _spool(model, settings.max_upload_bytes, settings.models_dir)
+    store = _model_store(request)
+    spooled, sha256 = _spool(model, settings.max_upload_bytes, store.directory)
     try:
         spec = inspect_model(
             spooled.read_bytes(), features=_parse_features(features), output=output or None
         )
-        path = variants.store_model(settings.models_dir, spooled, sha256)
+        path = store.put(spooled, sha256)
     finally:
         spooled.unlink(missing_ok=True)
     variant = variants.add_variant(
@@ -179,12 +188,12 @@ def get_variant(
     openapi_extra=body_example(ex.PATCH_VARIANT),
 )
 def patch_variant(
+    request: Request,
     name: str,
     variant: str,
     body: VariantPatch,
     session: SessionDep,
     pool: PoolDep,
-    settings: SettingsDep,
     actor: AdminDep,
 ) -> VariantOut:
     """Send `{"enabled": false}` (or `{"status": "disabled"}`) to take a variant out of
@@ -199,7 +208,7 @@ def patch_variant(
         row,
         active=body.active,
         actor=actor,
-        models_dir=settings.models_dir,
+        store=_model_store(request),
     )
     session.commit()
     return variants.to_out(pool, experiment, row)

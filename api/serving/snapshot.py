@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from api.control.allocation_versions import current_allocation
 from api.metrics import Metrics
+from api.serving.model_store import ModelStore
 from api.serving.pool import ModelPool
+from api.serving.redaction import compile_redaction
 from api.serving.runtime import ExperimentRuntime, Runtime, VariantRuntime
 from api.serving.sync import sync_pool
 from api.store.models import AuditEvent, Experiment, Variant
@@ -34,13 +35,13 @@ class Snapshot:
         self,
         session_factory: sessionmaker[Session],
         pool: ModelPool,
-        models_dir: Path,
+        models: ModelStore,
         metrics: Metrics,
     ) -> None:
         self.runtime = Runtime.empty()
         self._session_factory = session_factory
         self._pool = pool
-        self._models_dir = models_dir
+        self._models = models
         self._metrics = metrics
         self._token: int | None = None
         self._lock = threading.Lock()
@@ -50,14 +51,18 @@ class Snapshot:
 
         Every change to experiments, variants and allocations writes an audit event, so
         the newest audit id is a change token: the periodic poll compares it (one cheap
-        query) and rebuilds only when something changed.
+        query) and rebuilds only when something changed, or when a variant whose model
+        file was missing or bad on this replica is due to be tried again.
         """
         with self._lock, self._session_factory() as session:
             token = session.scalar(select(func.max(AuditEvent.id)))
-            if not force and token == self._token:
+            unchanged = not force and token == self._token
+            if unchanged and not self._models.retries.any_due():
                 return
             # A variant uploaded through another worker or replica gets its session here.
-            sync_pool(session, self._pool, self._models_dir)
+            loaded_more = sync_pool(session, self._pool, self._models)
+            if unchanged and not loaded_more:
+                return
             loaded = {
                 (k.experiment, k.variant): np.dtype(m.input_dtype)
                 for k, m in self._pool.models().items()
@@ -131,6 +136,7 @@ def build_runtime(session: Session, loaded: Mapping[tuple[str, str], np.dtype[An
             feature_set=frozenset(names),
             positional_dim=dims.pop() if len(dims) == 1 else None,
             feature_limit=min(limits) if limits else None,
+            redaction=compile_redaction(exp.name, exp.redaction),
         )
         experiments[exp.name] = runtime
     return Runtime(experiments, {e.id: e for e in experiments.values()})
