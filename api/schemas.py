@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -25,10 +26,13 @@ __all__ = [
     "ExperimentPatch",
     "FeedbackBody",
     "Guardrails",
+    "LakeOut",
+    "LakeTableOut",
     "PolicySpec",
     "PredictBody",
     "PredictOut",
     "PromoteBody",
+    "Redaction",
     "RewardSpec",
     "Stopping",
     "VariantOut",
@@ -115,6 +119,69 @@ class Stopping(_Strict):
     auto_promote: bool = False
 
 
+MAX_REDACTED_FEATURES = 1024
+"""The most feature names one redaction list may hold."""
+MAX_RETENTION_DAYS = 3650
+
+FeatureName = Annotated[str, Field(min_length=1, max_length=256)]
+RetentionDays = Annotated[
+    int,
+    Field(
+        strict=True,
+        ge=1,
+        le=MAX_RETENTION_DAYS,
+        description=(
+            "Days of predictions and feedback the lake keeps for this experiment (1 to "
+            "3650); null keeps them forever. A separate retention job enforces it."
+        ),
+    ),
+]
+
+
+class Redaction(_Strict):
+    """Features kept out of the inference lake; the models still get every feature.
+
+    ``drop``: the feature never reaches the lake. ``hash``: the lake holds a keyed hash
+    instead of the value, HMAC-SHA256 under ``BANDITLAKE_REDACTION_SECRET`` of the
+    experiment, the feature and the value's canonical bytes (the float64 big-endian),
+    truncated to 52 bits: a float the lake's double column holds exactly. Equal values
+    give equal hashes, so joins and group-bys still work; the value cannot be recovered
+    without the secret.
+    """
+
+    drop: list[FeatureName] = Field(
+        default_factory=list,
+        max_length=MAX_REDACTED_FEATURES,
+        description="Features the lake never receives.",
+    )
+    hash: list[FeatureName] = Field(
+        default_factory=list,
+        max_length=MAX_REDACTED_FEATURES,
+        description=(
+            "Features the lake receives as a keyed hash (needs BANDITLAKE_REDACTION_SECRET)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Redaction:
+        for field in ("drop", "hash"):
+            names: list[str] = getattr(self, field)
+            repeated = sorted(n for n, count in Counter(names).items() if count > 1)
+            if repeated:
+                msg = f"redaction.{field} names {repeated[:10]} more than once"
+                raise ValueError(msg)
+        both = sorted(set(self.drop) & set(self.hash))
+        if both:
+            msg = (
+                f"redaction names {both[:10]} in both drop and hash; a feature is one or the other"
+            )
+            raise ValueError(msg)
+        return self
+
+    def is_empty(self) -> bool:
+        return not self.drop and not self.hash
+
+
 class ExperimentCreate(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = Field(default="", max_length=4000)
@@ -144,6 +211,15 @@ class ExperimentCreate(_Strict):
     )
     guardrails: Guardrails = Field(default_factory=Guardrails)
     stopping: Stopping = Field(default_factory=Stopping)
+    retention_days: RetentionDays | None = None
+    redaction: Redaction | None = Field(
+        default=None,
+        description=(
+            "Features kept out of the lake (`drop`) or logged as a keyed hash (`hash`). "
+            "The names are checked against the variants' features once there are variants "
+            "(at every change, and when the experiment starts running)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _policy_floor(self) -> ExperimentCreate:
@@ -164,6 +240,17 @@ class ExperimentPatch(_Strict):
         description="Floor on every active arm's share, capped at 1/K (see the create body).",
     )
     reallocate_every_s: int | None = Field(default=None, ge=1, le=86_400)
+    retention_days: RetentionDays | None = Field(
+        default=None,
+        description="Days the lake keeps this experiment's rows (1 to 3650); null: forever.",
+    )
+    redaction: Redaction | None = Field(
+        default=None,
+        description=(
+            "Replaces the redaction lists (names must be features of the variants); null "
+            "or empty lists log every feature."
+        ),
+    )
     status: ExperimentStatus | None = None
 
 
@@ -178,10 +265,46 @@ class ExperimentOut(BaseModel):
     reallocate_every_s: int
     guardrails: Guardrails
     stopping: Stopping
+    retention_days: int | None = Field(
+        default=None, description="Days the lake keeps this experiment's rows; null: forever."
+    )
+    redaction: Redaction = Field(
+        default_factory=Redaction,
+        description="Features dropped from the lake or logged as a keyed hash.",
+    )
     variants: list[str]
     allocation_version: int | None
     created_at: datetime
     updated_at: datetime
+
+
+class LakeTableOut(BaseModel):
+    """One lake table, as the manifest counts it."""
+
+    live_files: int = Field(description="Files readers see: small plus published.")
+    small_files: int = Field(description="The writers' flush files not compacted yet.")
+    published_files: int = Field(description="Compacted files, each in the Delta log.")
+    replaced_files: int = Field(
+        description="Files replaced by a compaction, deleted after their grace period."
+    )
+    rows: int = Field(description="Rows in the live files.")
+    published_rows: int = Field(description="Rows in the published files.")
+    bytes: int = Field(description="Bytes of the live files.")
+    delta_version: int | None = Field(
+        description="The Delta table's latest version; null before the first publication."
+    )
+    last_compaction_at: datetime | None = Field(
+        description="When the last committed compaction finished; null if none has."
+    )
+    compactions: dict[str, int] = Field(
+        description="Compactions by status (committed, rolled_back, started)."
+    )
+
+
+class LakeOut(BaseModel):
+    """What the inference lake holds, per table."""
+
+    tables: dict[str, LakeTableOut]
 
 
 class VariantOut(BaseModel):

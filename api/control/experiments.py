@@ -14,6 +14,7 @@ from api.schemas import (
     ExperimentPatch,
     Guardrails,
     PolicySpec,
+    Redaction,
     RewardSpec,
     Stopping,
 )
@@ -64,7 +65,50 @@ def _checked_policy(spec: PolicySpec) -> tuple[dict[str, object], PolicyConfig]:
     return {"kind": spec.kind, **params}, policy_from_dict(spec.kind, params)
 
 
-def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -> Experiment:
+def _stored_redaction(experiment: Experiment) -> Redaction:
+    return Redaction(**(experiment.redaction or {}))
+
+
+def _check_redaction(
+    experiment: Experiment, redaction: Redaction, *, secret_set: bool, field: str
+) -> None:
+    """Refuse a redaction that names a feature no variant takes, or hashes without a key.
+
+    Without variants (a new experiment) there are no feature names to check yet; they are
+    checked when it starts running (:func:`_transition`) and at every later change.
+    """
+    if redaction.hash and not secret_set:
+        msg = (
+            f"{field}.hash needs BANDITLAKE_REDACTION_SECRET set on the service (the key of "
+            "the hashes); without it a hashed feature could only be logged raw. Set the "
+            "secret, or list the features under drop."
+        )
+        raise InvalidRequestError(msg, code="redaction_secret_missing")
+    if not experiment.variants:
+        return
+    known: dict[str, None] = {}
+    for variant in experiment.variants:
+        known.update(dict.fromkeys(variant.feature_names))
+    for part in ("drop", "hash"):
+        unknown = [n for n in getattr(redaction, part) if n not in known]
+        if unknown:
+            msg = (
+                f"{field}.{part} names {unknown[:10]}, not a feature of any variant of "
+                f"{experiment.name!r}; its features are {list(known)[:50]}."
+            )
+            raise InvalidRequestError(msg, code="unknown_feature")
+
+
+def _as_stored(redaction: Redaction | None) -> dict[str, list[str]] | None:
+    if redaction is None or redaction.is_empty():
+        return None
+    return {"drop": list(redaction.drop), "hash": list(redaction.hash)}
+
+
+def create_experiment(
+    session: Session, body: ExperimentCreate, *, actor: str, redaction_secret_set: bool = False
+) -> Experiment:
+    """A new draft experiment; ``redaction_secret_set``: whether ``hash`` may be used."""
     policy, _ = _checked_policy(body.policy)
     experiment = Experiment(
         name=body.name,
@@ -77,8 +121,15 @@ def create_experiment(session: Session, body: ExperimentCreate, *, actor: str) -
         reallocate_every_s=body.reallocate_every_s,
         guardrails=body.guardrails.model_dump(),
         stopping=body.stopping.model_dump(),
+        retention_days=body.retention_days,
+        redaction=_as_stored(body.redaction),
         status="draft",
+        variants=[],
     )
+    if body.redaction is not None:
+        _check_redaction(
+            experiment, body.redaction, secret_set=redaction_secret_set, field="redaction"
+        )
     session.add(experiment)
     try:
         session.flush()
@@ -116,6 +167,14 @@ def _transition(session: Session, experiment: Experiment, target: str, *, actor:
             f"{target!r}; allowed: {', '.join(allowed)}."
         )
         raise ConflictError(msg, code="invalid_transition")
+    if target == "running" and experiment.redaction:
+        # Names set before the variants were uploaded are checked now, before a row is logged.
+        _check_redaction(
+            experiment,
+            _stored_redaction(experiment),
+            secret_set=True,
+            field=f"experiment {experiment.name!r}'s redaction",
+        )
     if target == "running" and allocation_versions.current_allocation(session, experiment) is None:
         arms = allocation_versions.active_arms(experiment)
         if not arms:
@@ -136,11 +195,57 @@ def _transition(session: Session, experiment: Experiment, target: str, *, actor:
     experiment.status = target
 
 
+def _patch_data_settings(
+    session: Session,
+    experiment: Experiment,
+    body: ExperimentPatch,
+    *,
+    actor: str,
+    redaction_secret_set: bool,
+) -> None:
+    """Retention and redaction: each change is audited with the value before and after."""
+    if "retention_days" in body.model_fields_set and body.retention_days != (
+        experiment.retention_days
+    ):
+        session.add(
+            AuditEvent(
+                experiment_id=experiment.id,
+                actor=actor,
+                action="retention",
+                details={"from": experiment.retention_days, "to": body.retention_days},
+            )
+        )
+        experiment.retention_days = body.retention_days
+    if "redaction" in body.model_fields_set:
+        new = body.redaction or Redaction()
+        _check_redaction(experiment, new, secret_set=redaction_secret_set, field="redaction")
+        old = _stored_redaction(experiment)
+        if new.model_dump() != old.model_dump():
+            session.add(
+                AuditEvent(
+                    experiment_id=experiment.id,
+                    actor=actor,
+                    action="redaction",
+                    details={"from": old.model_dump(), "to": new.model_dump()},
+                )
+            )
+            experiment.redaction = _as_stored(new)
+
+
 def patch_experiment(
-    session: Session, experiment: Experiment, body: ExperimentPatch, *, actor: str
+    session: Session,
+    experiment: Experiment,
+    body: ExperimentPatch,
+    *,
+    actor: str,
+    redaction_secret_set: bool = False,
 ) -> Experiment:
-    changes = body.model_dump(exclude_unset=True, exclude={"status"}, mode="json")
-    if experiment.status == "stopped" and changes:
+    """Apply ``body``; ``redaction_secret_set``: whether ``redaction.hash`` may be used."""
+    changes = body.model_dump(
+        exclude_unset=True, exclude={"status", "retention_days", "redaction"}, mode="json"
+    )
+    # A stopped experiment's rows stay in the lake: their retention can still change.
+    if experiment.status == "stopped" and (changes or "redaction" in body.model_fields_set):
         msg = f"Experiment {experiment.name!r} is stopped; it can no longer be changed."
         raise ConflictError(msg, code="experiment_stopped")
     if body.description is not None:
@@ -163,6 +268,9 @@ def patch_experiment(
         experiment.min_weight = body.min_weight
     if body.reallocate_every_s is not None:
         experiment.reallocate_every_s = body.reallocate_every_s
+    _patch_data_settings(
+        session, experiment, body, actor=actor, redaction_secret_set=redaction_secret_set
+    )
     if changes:
         session.add(
             AuditEvent(experiment_id=experiment.id, actor=actor, action="update", details=changes)
@@ -189,6 +297,8 @@ def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
         reallocate_every_s=experiment.reallocate_every_s,
         guardrails=Guardrails(**experiment.guardrails),
         stopping=Stopping(**(experiment.stopping or {})),
+        retention_days=experiment.retention_days,
+        redaction=_stored_redaction(experiment),
         variants=[v.name for v in experiment.variants],
         allocation_version=current.version if current else None,
         created_at=experiment.created_at,

@@ -19,8 +19,13 @@ CREATE_EXPERIMENT: Final[Any] = {
     "policy": {"kind": "thompson"},
     "min_weight": 0.05,
     "guardrails": {"max_error_rate": 0.05, "max_p99_latency_ms": 50},
+    "retention_days": 90,
 }
 PATCH_EXPERIMENT: Final[Any] = {"status": "running"}
+PATCH_DATA_SETTINGS: Final[Any] = {
+    "retention_days": 30,
+    "redaction": {"drop": ["spend"], "hash": ["age"]},
+}
 UPLOAD_VARIANT: Final[Any] = {
     "name": "gbm",
     "role": "arm",
@@ -66,6 +71,8 @@ EXPERIMENT: Final[Any] = {
     "reallocate_every_s": 60,
     "guardrails": {"max_error_rate": None, "max_p99_latency_ms": None},
     "stopping": {"prob_best": 0.95, "expected_loss": 0.001, "auto_promote": False},
+    "retention_days": 30,
+    "redaction": {"drop": ["spend"], "hash": ["age"]},
     "variants": ["gbm", "logreg"],
     "allocation_version": 5,
     "created_at": "2026-12-02T01:42:15.014078Z",
@@ -279,6 +286,8 @@ EXPERIMENT_CREATED: Final[Any] = {
     "reallocate_every_s": 60,
     "guardrails": {"max_error_rate": None, "max_p99_latency_ms": None},
     "stopping": {"prob_best": 0.95, "expected_loss": 0.001, "auto_promote": False},
+    "retention_days": 90,
+    "redaction": {"drop": [], "hash": []},
     "variants": [],
     "allocation_version": None,
     "created_at": "2026-12-02T01:42:15.014078Z",
@@ -287,3 +296,57 @@ EXPERIMENT_CREATED: Final[Any] = {
 
 FEEDBACK_DUPLICATE: Final[Any] = {"accepted": 0, "duplicate": True}
 ALIVE: Final[Any] = {"status": "ok"}
+
+# Redaction and retention refusals (422), as the service words them.
+REDACTION_ERRORS: Final[Any] = {
+    "unknown_feature": {
+        "error": {
+            "code": "unknown_feature",
+            "message": (
+                "redaction.drop names ['email'], not a feature of any variant of 'churn'; "
+                "its features are ['age', 'tenure', 'spend']."
+            ),
+            "details": None,
+        }
+    },
+    "redaction_secret_missing": {
+        "error": {
+            "code": "redaction_secret_missing",
+            "message": (
+                "redaction.hash needs BANDITLAKE_REDACTION_SECRET set on the service (the "
+                "key of the hashes); without it a hashed feature could only be logged raw. "
+                "Set the secret, or list the features under drop."
+            ),
+            "details": None,
+        }
+    },
+}
+
+LAKE: Final[Any] = {
+    "tables": {
+        "predictions": {
+            "live_files": 14,
+            "small_files": 12,
+            "published_files": 2,
+            "replaced_files": 40,
+            "rows": 182_400,
+            "published_rows": 160_000,
+            "bytes": 9_731_558,
+            "delta_version": 2,
+            "last_compaction_at": "2026-12-02T02:10:04.512000Z",
+            "compactions": {"committed": 2, "rolled_back": 1},
+        },
+        "feedback": {
+            "live_files": 3,
+            "small_files": 3,
+            "published_files": 0,
+            "replaced_files": 0,
+            "rows": 2_310,
+            "published_rows": 0,
+            "bytes": 61_207,
+            "delta_version": None,
+            "last_compaction_at": None,
+            "compactions": {},
+        },
+    }
+}

@@ -1,7 +1,8 @@
 """Operations endpoints: open liveness and readiness probes, detailed health behind a token.
 
 The probes say only what a load balancer needs (see :mod:`api.health`); names, paths and
-errors are in ``/v1/health``, which takes the metrics or the admin token like ``/metrics``.
+errors are in ``/v1/health``, which takes the metrics or the admin token like ``/metrics``,
+and so does ``/v1/lake``, the lake's inventory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from api.deps import MetricsDep
 from api.health import Health, Probe, check_health
 from api.routes import _examples as ex
 from api.routes._responses import error_responses, ok
+from api.schemas import LakeOut, LakeTableOut
+from lake.inventory import lake_inventory
 
 router = APIRouter(tags=["operations"])
 
@@ -73,3 +76,35 @@ def health(request: Request, _: MetricsDep) -> Health:
     table's state, each model's execution provider or load failure. Needs the metrics or
     the admin token."""
     return _health(request)
+
+
+@router.get(
+    "/v1/lake",
+    summary="Lake inventory",
+    responses=ok(ex.LAKE) | error_responses(401, 403, 503),
+)
+def lake(request: Request, _: MetricsDep) -> LakeOut:
+    """What the inference lake holds per table, from the manifest (one query, no file read):
+    live files, split into small ones (the writers' flushes, not compacted yet) and
+    published ones (compacted, in the Delta table); files replaced by a compaction and
+    awaiting deletion; rows and bytes of the live files; the Delta table's latest version
+    (null before the first publication); when the last compaction finished; compactions
+    by status. Needs the metrics or the admin token."""
+    inventory = lake_inventory(request.app.state.engine)
+    return LakeOut(
+        tables={
+            table: LakeTableOut(
+                live_files=t.live_files,
+                small_files=t.small_files,
+                published_files=t.published_files,
+                replaced_files=t.replaced_files,
+                rows=t.live_rows,
+                published_rows=t.published_rows,
+                bytes=t.live_bytes,
+                delta_version=t.delta_version,
+                last_compaction_at=t.last_compaction_at,
+                compactions=dict(t.compactions),
+            )
+            for table, t in inventory.items()
+        }
+    )

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 from prometheus_client import Counter, Histogram
+from pydantic import SecretStr
 
 from api.errors import (
     ConflictError,
@@ -35,6 +36,7 @@ from api.serving.dispatch import Dispatcher
 from api.serving.features import Features, check_features, to_vector
 from api.serving.limits import check_batch_size
 from api.serving.pool import ModelPool, VariantKey
+from api.serving.redaction import redact
 from api.serving.request_ids import RequestIds
 from api.serving.runtime import ExperimentRuntime, VariantRuntime
 from api.serving.sessions import LoadedModel
@@ -105,6 +107,7 @@ class Predictor:
         request_ids: RequestIds,
         *,
         max_batch: int,
+        redaction_secret: SecretStr | None = None,
     ) -> None:
         self._snapshot = snapshot
         self._pool = pool
@@ -113,6 +116,12 @@ class Predictor:
         self._metrics = metrics
         self._request_ids = request_ids
         self._max_batch = max_batch
+        # The key of the lake's hashed features (api.serving.redaction); without it, a
+        # feature to hash is dropped instead.
+        self._redaction_key = (
+            redaction_secret.get_secret_value().encode() if redaction_secret is not None else None
+        )
+        self._unkeyed_warned: set[str] = set()
         # Variant choice only: request ids come from the OS's CSPRNG (``RequestIds``), so
         # the ids a client sees say nothing about this generator's state, and vice versa.
         self._rng = random.Random(secrets.randbits(64))
@@ -251,6 +260,12 @@ class Predictor:
         status: Status = "ok"
         try:
             x, named = to_vector(variant, features)
+            # The model gets ``x``, every feature as sent; the lake row gets ``named``, after
+            # the experiment's redaction (api.serving.redaction).
+            if exp.redaction is not None:
+                if exp.redaction.hashed and self._redaction_key is None:
+                    self._warn_unkeyed(exp.name)
+                redact(exp.redaction, named, self._redaction_key)
             if model is None:
                 error, status = "model not loaded", "error"
             else:
@@ -291,6 +306,15 @@ class Predictor:
         else:
             self._metrics.requests.labels(exp.name, variant.name, "shadow", status).inc()
         return row
+
+    def _warn_unkeyed(self, experiment: str) -> None:
+        if experiment not in self._unkeyed_warned:
+            self._unkeyed_warned.add(experiment)
+            log.warning(
+                "experiment %s hashes features in the lake but BANDITLAKE_REDACTION_SECRET "
+                "is not set: those features are dropped from its lake rows instead",
+                experiment,
+            )
 
     async def _answers_reference(self, key: VariantKey, model: LoadedModel) -> bool:
         """Whether the variant still answers the input it answered at load time."""

@@ -12,6 +12,8 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+from api.serving.redaction import RedactionPlan
+
 __all__ = ["ExperimentRuntime", "Runtime", "VariantRuntime", "sticky_point"]
 
 
@@ -44,6 +46,8 @@ class ExperimentRuntime:
     """``feature_names`` as a set: membership per request key is O(1), not O(d)."""
     feature_limit: float | None
     """The largest magnitude every variant's input dtype holds (float32's), or ``None``."""
+    redaction: RedactionPlan | None = None
+    """What of the features the lake row drops or hashes; ``None``: the row has them all."""
 
     def choose(self, unit_id: str | None, rng: random.Random) -> tuple[VariantRuntime, float]:
         """Return the variant and its propensity (its weight in this allocation)."""
