@@ -14,6 +14,12 @@ A listed file missing on disk stops the update there with :class:`LakeReadError`
 files before it are folded, the watermark stays before it, and a later update resumes
 from it once it is back (or after the statistics are rebuilt).
 
+The whole state (:class:`AggregatorState`: watermarks, totals, and the pending, orphan
+and counted requests with their expiry order) is taken with :meth:`LakeAggregator.state`
+and restored with :meth:`LakeAggregator.from_state`; :mod:`lake.checkpoints` stores it in
+the SQL store, so a new lease holder resumes from the last checkpoint's watermarks
+instead of folding the lake's whole history again.
+
 Each fold adds one :class:`lake.variants.VariantVersionStats` per (experiment, variant,
 role, allocation version) to the totals with ``+``: its health from a group-by of the
 fold's predictions, its rewards and IPW sums from a group-by of the requests the fold
@@ -28,7 +34,8 @@ processed (normally it shares the arm row's flush).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -46,10 +53,10 @@ from lake.rewards import RewardRule
 from lake.storage import LakeStorage, open_storage
 from lake.variants import ArmKey, VariantVersionStats, VariantView
 
-__all__ = ["LakeAggregator"]
+__all__ = ["AggregatorState", "Entry", "LakeAggregator"]
 
 # (experiment, variant, role, version, propensity, prediction, ts in µs) of a prediction.
-_Entry = tuple[str, str, str, int, float, float | None, int]
+Entry = tuple[str, str, str, int, float, float | None, int]
 # Rows folded per step: memory stays bounded by the lookback during a long catch-up.
 _CHUNK_ROWS = 1_000_000
 _KEY: Final = ("experiment", "variant", "role", "allocation_version")
@@ -76,6 +83,48 @@ _MATCHED_SCHEMA: Final = {
     "reward": pl.Float64,
     "label": pl.String,
 }
+
+
+@dataclass(frozen=True, slots=True, eq=True)
+class AggregatorState:
+    """Everything a :class:`LakeAggregator` carries from one update to the next.
+
+    A snapshot: the containers are copies (their entries are immutable), so it stays valid
+    while the aggregator goes on. ``*_order`` are the expiry queues, ``(ts in µs, request
+    id)`` oldest first, exactly as the aggregator holds them (an id may appear there after
+    it left its dictionary: it is then skipped on expiry).
+
+    Attributes
+    ----------
+    lookback_us
+        The feedback lookback the state was built with, in microseconds.
+    watermarks
+        Highest manifest id folded, per table.
+    rows
+        Rows folded since the statistics started (all updates together).
+    latest
+        Latest row time seen, in µs since the epoch (the expiry clock).
+    totals
+        Statistics per key.
+    pending
+        Request id -> its successful predictions' entries, waiting for feedback.
+    orphans
+        Request id -> (ts µs, reward, label) of feedback whose prediction is not folded yet.
+    rewarded
+        Request id -> feedback ts (µs) of the requests already counted.
+    """
+
+    lookback_us: int
+    watermarks: dict[str, int]
+    rows: int
+    latest: int
+    totals: dict[ArmKey, VariantVersionStats]
+    pending: dict[str, tuple[Entry, ...]]
+    pending_order: deque[tuple[int, str]]
+    orphans: dict[str, tuple[int, float | None, str | None]]
+    orphan_order: deque[tuple[int, str]]
+    rewarded: dict[str, int]
+    rewarded_order: deque[tuple[int, str]]
 
 
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
@@ -111,13 +160,58 @@ class LakeAggregator:
         # Tuples of plain values, never lists: the garbage collector stops tracking them,
         # so a day of pending requests is not traversed on every collection (that
         # traversal cost more than the fold itself).
-        self._pending: dict[str, tuple[_Entry, ...]] = {}
+        self._pending: dict[str, tuple[Entry, ...]] = {}
         self._pending_order: deque[tuple[int, str]] = deque()
         self._orphans: dict[str, tuple[int, float | None, str | None]] = {}
         self._orphan_order: deque[tuple[int, str]] = deque()
         self._rewarded: dict[str, int] = {}
         self._rewarded_order: deque[tuple[int, str]] = deque()
         self._latest = 0
+        self._rows = 0
+
+    def state(self) -> AggregatorState:
+        """A snapshot of the whole state (copies of the containers: O(state), no row I/O)."""
+        return AggregatorState(
+            lookback_us=self._lookback_us,
+            watermarks=dict(self._watermark),
+            rows=self._rows,
+            latest=self._latest,
+            totals=dict(self._totals),
+            pending=dict(self._pending),
+            pending_order=deque(self._pending_order),
+            orphans=dict(self._orphans),
+            orphan_order=deque(self._orphan_order),
+            rewarded=dict(self._rewarded),
+            rewarded_order=deque(self._rewarded_order),
+        )
+
+    @classmethod
+    def from_state(
+        cls, engine: Engine, root: LakeStorage | Path | str, state: AggregatorState
+    ) -> LakeAggregator:
+        """An aggregator that goes on from ``state`` (its lookback is the state's); its next
+        :meth:`update` folds the files registered after the state's watermarks."""
+        aggregator = cls(engine, root, lookback=timedelta(microseconds=state.lookback_us))
+        aggregator._watermark = {"predictions": 0, "feedback": 0, **state.watermarks}
+        aggregator._rows = state.rows
+        aggregator._latest = state.latest
+        aggregator._totals = dict(state.totals)
+        aggregator._pending = dict(state.pending)
+        aggregator._pending_order = deque(state.pending_order)
+        aggregator._orphans = dict(state.orphans)
+        aggregator._orphan_order = deque(state.orphan_order)
+        aggregator._rewarded = dict(state.rewarded)
+        aggregator._rewarded_order = deque(state.rewarded_order)
+        return aggregator
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(microseconds=self._lookback_us)
+
+    @property
+    def rows(self) -> int:
+        """Rows folded since the statistics started (a restored state's included)."""
+        return self._rows
 
     @property
     def watermarks(self) -> dict[str, int]:
@@ -151,11 +245,15 @@ class LakeAggregator:
                 out.setdefault(key.version, {})[key.variant] = t.health.served
         return out
 
-    def update(self, rules: Mapping[str, RewardRule]) -> int:
+    def update(
+        self, rules: Mapping[str, RewardRule], *, progress: Callable[[], None] | None = None
+    ) -> int:
         """Fold in every file registered since the last update; return the rows read.
 
         Files are folded in manifest order, a chunk at a time; each table's watermark
         advances after every chunk, so an interrupted catch-up resumes where it stopped.
+        ``progress`` is called after each chunk (a lease holder renews its lease there);
+        an exception it raises stops the update between chunks, the state consistent.
 
         Raises
         ------
@@ -190,6 +288,8 @@ class LakeAggregator:
             if size >= _CHUNK_ROWS:
                 rows += self._fold(chunk, rules)
                 chunk, size = [], 0
+                if progress is not None:
+                    progress()
         if chunk:
             rows += self._fold(chunk, rules)
         if missing is not None:
@@ -228,6 +328,7 @@ class LakeAggregator:
             table = entry.table
             self._watermark[table] = max(self._watermark[table], int(entry.id or 0))
         self._expire()
+        self._rows += rows
         return rows
 
     def _read(self, entries: list[FileEntry], columns: list[str]) -> pl.DataFrame:
@@ -281,7 +382,7 @@ class LakeAggregator:
                 self._latest = ts
             if rid in rewarded:
                 continue
-            entry: _Entry = (experiment, variant, role, version, propensity, prediction, ts)
+            entry: Entry = (experiment, variant, role, version, propensity, prediction, ts)
             found = pending.get(rid)
             if found is None:
                 pending[rid] = (entry,)
