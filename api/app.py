@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,6 +22,7 @@ from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation.lake_views import LakeStats
 from api.reallocation.loop import Reallocator
 from api.routes import allocations, dashboard, docs, experiments, landing, ops, serving, variants
+from api.serving.model_store import ModelStore
 from api.serving.pool import ModelPool
 from api.serving.request_ids import RequestIds
 from api.serving.service import ServingService
@@ -30,7 +32,9 @@ from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 from api.store.secrets import shared_secret
 from lake.dashboard import DashboardQueries
+from lake.inventory import lake_inventory
 from lake.janitor import janitor
+from lake.storage import open_storage
 from lake.writer import LakeWriter
 
 __all__ = ["create_app", "create_app_from_env", "tune_gc_for_serving"]
@@ -44,7 +48,7 @@ _FORM_OVERHEAD = 64 * 1024
 def _load_models(app: FastAPI) -> None:
     """Load every stored variant; a model that fails is marked failed, the others serve."""
     with app.state.session_factory() as session:
-        sync_pool(session, app.state.pool, app.state.settings.models_dir, mark_failed=True)
+        sync_pool(session, app.state.pool, app.state.model_store, mark_failed=True)
         session.commit()
 
 
@@ -55,14 +59,25 @@ def _request_id_secret(settings: Settings, session_factory: sessionmaker[Session
     return shared_secret(session_factory, "request_id")
 
 
-async def _refresh_loop(service: ServingService, settings: Settings) -> None:
+# How often the lake's inventory (one grouped query on the manifest) is read for /metrics.
+_INVENTORY_EVERY_S = 15.0
+
+
+async def _refresh_loop(app: FastAPI, service: ServingService, settings: Settings) -> None:
     """Pick up allocation versions written by other processes (the reallocator, the CLI)."""
     interval = settings.allocation_refresh_ms / 1000.0
+    inventory_due = 0.0
     while True:
         await asyncio.sleep(interval)
         try:
             await asyncio.to_thread(service.refresh, force=False)
             service.sync_metrics()
+            service.metrics.sync_storage("lake", app.state.lake_storage.stats())
+            service.metrics.sync_storage("models", app.state.model_store.storage.stats())
+            if time.monotonic() >= inventory_due:
+                inventory_due = time.monotonic() + _INVENTORY_EVERY_S
+                inventory = await asyncio.to_thread(lake_inventory, app.state.engine)
+                service.metrics.set_inventory(inventory)
         except Exception:
             log.exception("refreshing the experiment snapshot failed; serving the last one")
 
@@ -109,14 +124,17 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         session_factory = make_session_factory(engine)
         app.state.session_factory = session_factory
         app.state.pool = ModelPool(device=settings.device, threads=settings.intra_op_threads)
+        app.state.model_store = ModelStore(settings.models_uri, settings.models_dir)
         await asyncio.to_thread(_load_models, app)
         # A crash mid-flush leaves at worst an unlisted temp file: clear old ones.
-        removed = await asyncio.to_thread(janitor, settings.lake_root)
+        lake_storage = open_storage(settings.lake_uri)
+        app.state.lake_storage = lake_storage
+        removed = await asyncio.to_thread(janitor, lake_storage)
         if removed:
             log.info("removed %d stale temp files from the lake", len(removed))
         writers = {
             table: LakeWriter(
-                settings.lake_root,
+                lake_storage,
                 engine,
                 table=table,
                 flush_rows=settings.lake_flush_rows,
@@ -133,6 +151,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
             writers["feedback"],
             app.state.metrics,
             RequestIds(await asyncio.to_thread(_request_id_secret, settings, session_factory)),
+            model_store=app.state.model_store,
         )
         app.state.serving = service
         await asyncio.to_thread(service.refresh)
@@ -141,15 +160,15 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         event.listen(session_factory, "after_commit", lambda _: service.refresh())
         app.state.readiness = lambda: {table: w.healthy for table, w in writers.items()}
         app.state.lake_stats = LakeStats(
-            engine, settings.lake_root, lookback=timedelta(seconds=settings.feedback_lookback_s)
+            engine, lake_storage, lookback=timedelta(seconds=settings.feedback_lookback_s)
         )
         # The dashboard's DuckDB connection and cache: this app's, closed when it stops.
-        app.state.dashboard_queries = DashboardQueries()
+        app.state.dashboard_queries = DashboardQueries(storage=lake_storage)
         reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
         app.state.reallocator = reallocator
         if tune_gc:
             tune_gc_for_serving()
-        tasks = [asyncio.get_running_loop().create_task(_refresh_loop(service, settings))]
+        tasks = [asyncio.get_running_loop().create_task(_refresh_loop(app, service, settings))]
         if settings.reallocate:
             tasks.append(asyncio.get_running_loop().create_task(_reallocate_loop(reallocator)))
         try:

@@ -484,6 +484,9 @@ class S3Settings:
             "connect_timeout": _CONNECT_TIMEOUT_S,
             "request_timeout": _REQUEST_TIMEOUT_S,
             "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=_S3_ATTEMPTS),
+            # An upload starts at its first write, not at open: one request less per
+            # file (benchmarks/object_store_clients.py).
+            "allow_delayed_open": True,
         }
         if self.region:
             options["region"] = self.region
@@ -543,6 +546,20 @@ class ObjectStorage(LakeStorage):
 
     def url(self, path: str) -> str:
         return f"{S3_SCHEME}{self.location(path)}"
+
+    def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
+        # One GET for the whole object, then Parquet from memory: the files read one by
+        # one (the aggregates' new flush files) are small, and ranged reads of footer and
+        # columns cost a request each (about twice the time, measured).
+        with (
+            self._counters.measure("read") as moved,
+            self._fs.open_input_stream(self.location(path)) as source,
+        ):
+            data = source.read()
+            moved.append(len(data))
+        return pq.read_table(
+            pa.BufferReader(data), columns=list(columns) if columns is not None else None
+        )
 
     def polars_options(self) -> dict[str, str]:
         """``storage_options`` for polars and deltalake reading this store."""

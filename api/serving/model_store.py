@@ -190,6 +190,11 @@ class ModelStore:
         return self._storage.uri
 
     @property
+    def storage(self) -> LakeStorage:
+        """Where the model files are kept (its counters feed ``/metrics``)."""
+        return self._storage
+
+    @property
     def is_local(self) -> bool:
         """True when the store is a directory: its files are loaded where they lie."""
         return self._local

@@ -72,6 +72,15 @@ class ModelPool:
         )
         return model
 
+    def fail(self, key: VariantKey, reason: str) -> None:
+        """Record that a variant cannot load here for a reason found before loading
+        (its model file is missing or bad); it loses any session it had."""
+        reason = reason[:1000]
+        with self._lock:
+            self._failures = {**self._failures, key: reason}
+            self._models = {k: m for k, m in self._models.items() if k != key}
+        log.warning("variant %s/%s cannot load: %s", key.experiment, key.variant, reason)
+
     def get(self, key: VariantKey) -> LoadedModel | None:
         return self._models.get(key)
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.metrics import Metrics
 from api.serving.dispatch import Dispatcher
 from api.serving.feedback import FeedbackItem, FeedbackResult, FeedbackService
+from api.serving.model_store import ModelStore
 from api.serving.pool import ModelPool
 from api.serving.predict import Prediction, Predictor, PredictRequest
 from api.serving.request_ids import RequestIds
@@ -39,6 +40,7 @@ class ServingService:
         feedback: LakeWriter,
         metrics: Metrics,
         request_ids: RequestIds,
+        model_store: ModelStore | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -46,7 +48,8 @@ class ServingService:
         self.feedback_writer = feedback
         self.metrics = metrics
         self.request_ids = request_ids
-        self.snapshot = Snapshot(session_factory, pool, settings.models_dir, metrics)
+        self.model_store = model_store or ModelStore(settings.models_uri, settings.models_dir)
+        self.snapshot = Snapshot(session_factory, pool, self.model_store, metrics)
         self._dispatcher = Dispatcher(settings, metrics)
         self._predictor = Predictor(
             self.snapshot,
@@ -56,6 +59,7 @@ class ServingService:
             metrics,
             request_ids,
             max_batch=settings.max_predict_batch_rows,
+            redaction_secret=settings.redaction_secret,
         )
         self._feedback = FeedbackService(
             self.snapshot,

@@ -287,7 +287,8 @@ def test_enabling_refuses_when_the_model_cannot_load(tmp_path: Path, sqlite_url:
         assert error_code(on) == "variant_failed"
         message = on.json()["error"]["message"]
         assert message.startswith("Variant 'b' cannot be enabled: its model does not load (")
-        assert "INVALID_PROTOBUF" in message
+        # The file is checked against its checksum before ONNX Runtime sees it.
+        assert f"not {b['sha256']} as recorded for the variant" in message
         listed = {v["name"]: v for v in client.get("/v1/experiments/e/variants").json()}
         assert listed["b"]["status"] == "disabled"
         assert client.get("/v1/experiments/e/allocation").json()["weights"] == {"a": 1.0}
