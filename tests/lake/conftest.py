@@ -1,7 +1,14 @@
-"""Lake fixtures: a manifest in a fresh SQL store and a lake root in a temp directory.
+"""Lake fixtures: a manifest in a fresh SQL store and a lake root on each backend.
 
 ``database_url`` comes from the suite's root conftest: SQLite, and PostgreSQL when the
 server at ``BANDITLAKE_TEST_PG_URL`` is reachable (skipped otherwise).
+
+``root`` is parametrized over the two storage backends, so every test that touches the
+lake's files runs twice: on a temp directory (``local``) and under a fresh bucket of the
+moto S3 server the session starts (``s3``), reached over HTTP with the standard
+``AWS_*`` variables set for the test. ``storage`` is the same root opened with
+:func:`lake.storage.open_storage`; tests reach files through it, never through pathlib,
+so one test body covers both.
 """
 
 from __future__ import annotations
@@ -13,6 +20,10 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from lake import metadata
+from lake.storage import LakeStorage, open_storage
+from tests.s3_server import S3Server, s3_server  # noqa: F401  (the session fixture)
+
+BACKENDS = ("local", "s3")
 
 
 @pytest.fixture
@@ -23,6 +34,17 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.fixture(params=BACKENDS)
+def root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The lake root as a URI string: a missing directory, or ``s3://<new bucket>/lake``."""
+    if request.param == "local":
+        return str(tmp_path / "lake")
+    server: S3Server = request.getfixturevalue("s3_server")
+    for name, value in server.environment().items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{server.create_bucket()}/lake"
+
+
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "lake"
+def storage(root: str) -> LakeStorage:
+    return open_storage(root)

@@ -1,4 +1,4 @@
-"""Shared helpers for the lake tests: row factories, polling, and breaking the sink.
+"""Shared helpers for the lake tests: row factories, polling, listing, breaking the sink.
 
 A plain module (not a conftest) so that the multiprocessing workers, which run in spawned
 interpreters, can import ``write_rows_in_process`` by name.
@@ -11,12 +11,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from time import monotonic, sleep
+from typing import Any
 
+import boto3
 from sqlalchemy import Engine, create_engine, text
 
 from lake import FeedbackRow, LakeWriter, PredictionRow
+from lake.layout import TEMP_PREFIX
+from lake.storage import LakeStorage, LocalStorage, ObjectStorage
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -83,7 +87,7 @@ def _writes_fail_in(directory: Path) -> bool:
 
 
 @contextmanager
-def broken_directory(table_dir: Path) -> Iterator[str]:
+def _broken_directory(table_dir: Path) -> Iterator[str]:
     """Make every write under ``table_dir`` fail while the block runs, then repair it.
 
     Without privileges, the directories are made read-only (0o555). As root, where mode
@@ -122,6 +126,62 @@ def broken_directory(table_dir: Path) -> Iterator[str]:
         os.replace(repaired, table_dir)
 
 
+def _s3_client(storage: ObjectStorage) -> Any:
+    settings = storage.settings
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        region_name=settings.region,
+    )
+
+
+@contextmanager
+def _deleted_bucket(storage: ObjectStorage) -> Iterator[str]:
+    """Take the lake's bucket away while the block runs, then bring it back whole.
+
+    Every object is read into memory, the bucket is emptied and deleted (so each write
+    fails with NoSuchBucket, as after an operator's mistake or a wrong bucket name), and
+    on exit the bucket is created again and every object put back under its key.
+    """
+    client = _s3_client(storage)
+    bucket = storage.uri.removeprefix("s3://").split("/", 1)[0]
+    saved: dict[str, bytes] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            saved[key] = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            client.delete_object(Bucket=bucket, Key=key)
+    client.delete_bucket(Bucket=bucket)
+    assert bucket not in {b["Name"] for b in client.list_buckets()["Buckets"]}
+    try:
+        yield "bucket deleted"
+    finally:
+        client.create_bucket(Bucket=bucket)
+        for key, data in saved.items():
+            client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+@contextmanager
+def broken_sink(storage: LakeStorage, table: str = "predictions") -> Iterator[str]:
+    """Make every write of ``table`` fail while the block runs, then repair the sink.
+
+    A local lake's table directory is made unwritable (:func:`_broken_directory`); an
+    object-store lake loses its bucket and gets it back with every object
+    (:func:`_deleted_bucket`). Files written before the block are there afterwards.
+    Yields the method used.
+    """
+    if isinstance(storage, LocalStorage):
+        table_dir = storage.root / table
+        with _broken_directory(table_dir) as how:
+            yield how
+    else:
+        assert isinstance(storage, ObjectStorage)
+        with _deleted_bucket(storage) as how:
+            yield how
+
+
 @contextmanager
 def broken_manifest(engine: Engine) -> Iterator[None]:
     """Make manifest inserts fail (the table disappears) while keeping its rows."""
@@ -134,23 +194,17 @@ def broken_manifest(engine: Engine) -> Iterator[None]:
             conn.execute(text("ALTER TABLE lake_files_offline RENAME TO lake_files"))
 
 
-def _files(root: Path, prefix: str) -> list[Path]:
-    # os.walk, because a repaired table directory is a symlink (see broken_directory).
-    return [
-        Path(directory, name)
-        for directory, _dirs, names in os.walk(root, followlinks=True)
-        for name in names
-        if name.startswith(prefix)
-    ]
+def _files(storage: LakeStorage, prefix: str) -> list[str]:
+    return [f.path for f in storage.list_files() if PurePosixPath(f.path).name.startswith(prefix)]
 
 
-def part_files(root: Path) -> set[str]:
+def part_files(storage: LakeStorage) -> set[str]:
     """Return every part file under the lake root, relative, POSIX separators."""
-    return {p.relative_to(root).as_posix() for p in _files(root, "part-")}
+    return set(_files(storage, "part-"))
 
 
-def temp_files(root: Path) -> list[Path]:
-    return _files(root, ".tmp-")
+def temp_files(storage: LakeStorage) -> list[str]:
+    return _files(storage, TEMP_PREFIX)
 
 
 def write_rows_in_process(database_url: str, root: str, prefix: str, count: int) -> None:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import multiprocessing
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -18,12 +17,12 @@ def database_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-def test_two_processes_write_one_lake(root: Path, engine: Engine, database_url: str) -> None:
+def test_two_processes_write_one_lake(root: str, engine: Engine, database_url: str) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(
             target=write_rows_in_process,
-            args=(database_url, str(root), prefix, ROWS_PER_PROCESS),
+            args=(database_url, root, prefix, ROWS_PER_PROCESS),
         )
         for prefix in ("left", "right")
     ]

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import polars as pl
 import pytest
 from sqlalchemy import Engine
 
 from lake import Lake, LakeConfigError, LakeWriter, open_lake
+from lake.storage import LakeStorage
 from tests.lake.lake_support import T0, feedback, prediction
 
 VIEWS = ("predictions", "feedback", "decisions")
@@ -19,7 +19,7 @@ def database_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-def write(root: Path, engine: Engine, table: str, rows: list[tuple[object, ...]]) -> None:
+def write(root: str, engine: Engine, table: str, rows: list[tuple[object, ...]]) -> None:
     writer = LakeWriter(root, engine, table=table, flush_interval_s=3600)  # type: ignore[arg-type]
     for row in rows:
         writer.append(row)  # type: ignore[arg-type]
@@ -41,7 +41,7 @@ def polars_schemas(lake: Lake) -> dict[str, pl.Schema]:
     return {view: lake.scan(view).collect_schema() for view in VIEWS}  # type: ignore[arg-type]
 
 
-def test_empty_lake_has_views_with_the_real_columns(root: Path, engine: Engine) -> None:
+def test_empty_lake_has_views_with_the_real_columns(root: str, engine: Engine) -> None:
     empty = open_lake(engine, root)
     empty_columns = describe(empty)
     empty_schemas = polars_schemas(empty)
@@ -60,7 +60,7 @@ def test_empty_lake_has_views_with_the_real_columns(root: Path, engine: Engine) 
     assert dict(empty_columns["predictions"])["features"] == "MAP(VARCHAR, DOUBLE)"
 
 
-def test_decisions_count_feedback_once_and_keep_pending_null(root: Path, engine: Engine) -> None:
+def test_decisions_count_feedback_once_and_keep_pending_null(root: str, engine: Engine) -> None:
     t = T0
     write(
         root,
@@ -112,7 +112,7 @@ def test_decisions_count_feedback_once_and_keep_pending_null(root: Path, engine:
     assert frame.rows() == expected
 
 
-def test_lookback_leaves_late_feedback_out(root: Path, engine: Engine) -> None:
+def test_lookback_leaves_late_feedback_out(root: str, engine: Engine) -> None:
     write(root, engine, "predictions", [prediction("on-time"), prediction("late")])
     write(
         root,
@@ -134,7 +134,7 @@ def test_lookback_leaves_late_feedback_out(root: Path, engine: Engine) -> None:
         open_lake(engine, root, lookback=timedelta(seconds=-1))
 
 
-def test_snapshot_changes_only_on_refresh(root: Path, engine: Engine) -> None:
+def test_snapshot_changes_only_on_refresh(root: str, engine: Engine) -> None:
     # Feedback may be flushed before its prediction: the join happens at read time.
     write(root, engine, "feedback", [feedback("r1", reward=0.5)])
     lake = open_lake(engine, root)
@@ -147,33 +147,48 @@ def test_snapshot_changes_only_on_refresh(root: Path, engine: Engine) -> None:
     assert lake.paths("predictions")[0].startswith(str(root))
 
 
-def test_views_read_only_listed_files(root: Path, engine: Engine) -> None:
+def test_views_read_only_listed_files(root: str, storage: LakeStorage, engine: Engine) -> None:
     write(root, engine, "predictions", [prediction("listed")])
-    stray = root / "predictions" / "dt=2025-03-01" / "hour=12"
-    stray.mkdir(parents=True)
-    (stray / "part-intruder-00000001.parquet").write_bytes(b"not even parquet")
+    stray = "predictions/dt=2025-03-01/hour=12/part-intruder-00000001.parquet"
+    storage.write_bytes(stray, b"not even parquet")
+    assert storage.exists(stray)
     lake = open_lake(engine, root)
     con = lake.duckdb()
     assert con.sql("SELECT request_id FROM predictions").fetchall() == [("listed",)]
     con.close()
+    assert lake.scan("predictions").select("request_id").collect().rows() == [("listed",)]
 
 
-def test_a_listed_file_missing_on_disk_is_skipped(root: Path, engine: Engine) -> None:
+def test_a_listed_file_missing_in_storage(root: str, storage: LakeStorage, engine: Engine) -> None:
     write(root, engine, "predictions", [prediction("gone")])
     write(root, engine, "predictions", [prediction("here")])
     lake = open_lake(engine, root)
-    Path(lake.paths("predictions")[0]).unlink()
+    gone = lake.files("predictions")[0].path
+    assert storage.delete(gone)
+    assert not storage.exists(gone)
     lake.refresh()
-    assert lake.scan("predictions").select("request_id").collect().rows() == [("here",)]
+    if storage.is_local:
+        # A directory is checked file by file at refresh: the lost file is left out.
+        assert lake.scan("predictions").select("request_id").collect().rows() == [("here",)]
+        con = lake.duckdb()
+        assert con.sql("SELECT request_id FROM predictions").fetchall() == [("here",)]
+        con.close()
+    else:
+        # Object storage is not probed per file (a request each): reading names the file.
+        assert len(lake.files("predictions")) == 2
+        with pytest.raises(FileNotFoundError, match=gone.rsplit("/", 1)[-1]):
+            lake.scan("predictions").select("request_id").collect()
+        with pytest.raises(FileNotFoundError, match=gone.rsplit("/", 1)[-1]):
+            lake.duckdb()
 
 
-def test_open_lake_from_a_url(root: Path, engine: Engine, database_url: str) -> None:
+def test_open_lake_from_a_url(root: str, engine: Engine, database_url: str) -> None:
     write(root, engine, "predictions", [prediction("r1")])
     with open_lake(database_url, root) as lake:
         assert lake.scan("predictions").collect().height == 1
 
 
-def test_unknown_table(root: Path, engine: Engine) -> None:
+def test_unknown_table(root: str, engine: Engine) -> None:
     lake = open_lake(engine, root)
     with pytest.raises(LakeConfigError, match="Relation 'allocations' is not in the lake"):
         lake.scan("allocations")  # type: ignore[arg-type]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -10,10 +9,11 @@ import pytest
 from sqlalchemy import Engine, create_engine
 
 from lake import LakeConfigError, LakeWriteError, LakeWriter, live_files, open_lake
+from lake.storage import LakeStorage
 from tests.lake.lake_support import (
     T0,
-    broken_directory,
     broken_manifest,
+    broken_sink,
     feedback,
     part_files,
     prediction,
@@ -34,7 +34,7 @@ def writers() -> Iterator[list[LakeWriter]]:
 
 
 @pytest.fixture
-def make_writer(root: Path, engine: Engine, writers: list[LakeWriter]) -> Any:
+def make_writer(root: str, engine: Engine, writers: list[LakeWriter]) -> Any:
     def make(**options: Any) -> LakeWriter:
         options.setdefault("table", "predictions")
         writer = LakeWriter(root, engine, **options)
@@ -49,13 +49,13 @@ def assert_balanced(writer: LakeWriter) -> None:
     assert s.rows_written + s.rows_dropped + s.rows_pending == s.rows_appended, s
 
 
-def assert_manifest_matches_disk(root: Path, engine: Engine) -> None:
+def assert_manifest_matches_storage(storage: LakeStorage, engine: Engine) -> None:
     listed = {f.path for t in ("predictions", "feedback") for f in live_files(engine, t)}
-    assert part_files(root) == listed
-    assert temp_files(root) == []
+    assert part_files(storage) == listed
+    assert temp_files(storage) == []
 
 
-def test_round_trip_with_features_by_name(root: Path, engine: Engine, make_writer: Any) -> None:
+def test_round_trip_with_features_by_name(root: str, engine: Engine, make_writer: Any) -> None:
     writer = make_writer(flush_interval_s=NO_TIMER)
     for i in range(5):
         writer.append(prediction(f"r{i}", ts=T0 + timedelta(seconds=i), features={"x": i}))
@@ -104,7 +104,9 @@ def test_flushes_every_interval(engine: Engine, make_writer: Any) -> None:
     assert [f.rows for f in live_files(engine, "predictions")] == [1, 1]
 
 
-def test_close_flushes_everything(root: Path, engine: Engine, make_writer: Any) -> None:
+def test_close_flushes_everything(
+    root: str, storage: LakeStorage, engine: Engine, make_writer: Any
+) -> None:
     writer = make_writer(table="feedback", flush_interval_s=NO_TIMER)
     for i in range(1234):
         writer.append(feedback(f"r{i}"))
@@ -115,7 +117,7 @@ def test_close_flushes_everything(root: Path, engine: Engine, make_writer: Any) 
     assert writer.stats().rows_dropped == 1
     assert_balanced(writer)
     assert open_lake(engine, root).scan("feedback").collect().height == 1234
-    assert_manifest_matches_disk(root, engine)
+    assert_manifest_matches_storage(storage, engine)
 
 
 def test_rows_that_do_not_fit_are_dropped_alone(engine: Engine, make_writer: Any) -> None:
@@ -140,7 +142,7 @@ def test_full_buffer_drops_and_counts(make_writer: Any) -> None:
 
 
 def test_sink_failure_never_reaches_append_and_recovers(
-    root: Path, engine: Engine, make_writer: Any
+    root: str, storage: LakeStorage, engine: Engine, make_writer: Any
 ) -> None:
     writer = make_writer(
         flush_rows=10, flush_interval_s=0.02, max_buffer_rows=50, max_backoff_s=0.05
@@ -148,7 +150,7 @@ def test_sink_failure_never_reaches_append_and_recovers(
     writer.append(prediction("before"))
     writer.flush()
     accepted = {"before"}
-    with broken_directory(root / "predictions"):
+    with broken_sink(storage, "predictions") as how:
         results = {f"down-{i}": writer.append(prediction(f"down-{i}")) for i in range(200)}
         accepted |= {rid for rid, ok in results.items() if ok}
         # Nothing can be written, so exactly the buffer's capacity was accepted.
@@ -158,6 +160,8 @@ def test_sink_failure_never_reaches_append_and_recovers(
         assert_balanced(writer)
         wait_until(lambda: writer.last_error is not None, what="a failed flush")
         assert not writer.healthy
+        if how == "bucket deleted":
+            assert "NO_SUCH_BUCKET" in str(writer.last_error)
         with pytest.raises(LakeWriteError, match="Could not write 50 predictions rows"):
             writer.flush()
         assert writer.stats().rows_pending == 50
@@ -172,11 +176,11 @@ def test_sink_failure_never_reaches_append_and_recovers(
     frame = open_lake(engine, root).scan("predictions").collect()
     assert frame.height == 52
     assert set(frame["request_id"]) == accepted
-    assert_manifest_matches_disk(root, engine)
+    assert_manifest_matches_storage(storage, engine)
 
 
 def test_manifest_failure_leaves_no_unlisted_file_and_recovers(
-    root: Path, engine: Engine, make_writer: Any
+    root: str, storage: LakeStorage, engine: Engine, make_writer: Any
 ) -> None:
     writer = make_writer(
         table="feedback",
@@ -187,7 +191,7 @@ def test_manifest_failure_leaves_no_unlisted_file_and_recovers(
     )
     writer.append(feedback("before"))
     writer.flush()
-    before = part_files(root)
+    before = part_files(storage)
     with broken_manifest(engine):
         for i in range(30):
             writer.append(feedback(f"down-{i}"))
@@ -197,7 +201,7 @@ def test_manifest_failure_leaves_no_unlisted_file_and_recovers(
         assert writer.stats().rows_pending == 20
         assert_balanced(writer)
         # Each attempt's file is deleted when its registration fails.
-        wait_until(lambda: part_files(root) == before, what="the unregistered file to go")
+        wait_until(lambda: part_files(storage) == before, what="the unregistered file to go")
         assert writer.stats().files_written == 1
     wait_until(
         lambda: writer.stats().rows_pending == 0, what="recovery after the manifest came back"
@@ -207,16 +211,16 @@ def test_manifest_failure_leaves_no_unlisted_file_and_recovers(
     assert_balanced(writer)
     frame = open_lake(engine, root).scan("feedback").collect()
     assert set(frame["request_id"]) == {"before"} | {f"down-{i}" for i in range(20)}
-    assert_manifest_matches_disk(root, engine)
+    assert_manifest_matches_storage(storage, engine)
 
 
 def test_close_gives_up_after_its_timeout_and_counts_the_rest(
-    root: Path, engine: Engine, make_writer: Any
+    storage: LakeStorage, engine: Engine, make_writer: Any
 ) -> None:
     writer = make_writer(flush_interval_s=NO_TIMER, max_backoff_s=0.05)
     writer.append(prediction("kept"))
     writer.flush()
-    with broken_directory(root / "predictions"):
+    with broken_sink(storage, "predictions"):
         for i in range(7):
             writer.append(prediction(f"lost-{i}"))
         writer.close(timeout=0.2)
@@ -235,7 +239,7 @@ def test_close_gives_up_after_its_timeout_and_counts_the_rest(
         ({"flush_rows": 10, "max_buffer_rows": 5}, r"max_buffer_rows \(5\) must be at least"),
     ],
 )
-def test_invalid_options(root: Path, options: Any, message: str) -> None:
+def test_invalid_options(root: str, options: Any, message: str) -> None:
     options.setdefault("table", "predictions")
     with pytest.raises(LakeConfigError, match=message):
         LakeWriter(root, create_engine("sqlite://"), **options)
