@@ -23,11 +23,11 @@ def sync_pool(
     A model file that is missing from the store, or a store that cannot be reached, is a
     failure of this replica only: the variant is recorded as failed in the pool (never in
     the SQL store, where it would stop every replica) and tried again on later refreshes,
-    with a doubling delay (``store.retries``). So is a file whose checksum is wrong on a
-    refresh: another replica may hold a good copy. At start (``mark_failed``) a model that
-    is there but does not load (bad bytes, a model ONNX Runtime refuses) is marked failed
-    in the store, with the reason, as before; a model that ONNX Runtime refuses on a
-    refresh stays failed on this replica until it restarts.
+    with a doubling delay (``store.retries``). So is a file fetched from object storage
+    whose checksum is wrong, at start or later. At start (``mark_failed``) a model that
+    ONNX Runtime refuses, or a bad file in a local store, is marked failed in the store,
+    with the reason (every process would meet it); one refused on a refresh stays failed
+    on this replica until it restarts.
     """
     stmt = select(Variant, Experiment).join(Experiment).where(Experiment.status != "stopped")
     changed = False
@@ -52,8 +52,12 @@ def sync_pool(
             waiting.append(key)
             continue
         except ModelFileError:
+            # A bad copy fetched from object storage is this replica's failure (the next
+            # fetch may be good, another replica may hold a good one): failed here, with
+            # the reason, never served here, retried. A bad file in a local store is the
+            # one every process reads: at start it is marked failed in the store.
             waiting.append(key)
-            if mark_failed:
+            if mark_failed and store.is_local:
                 variant.status = "failed"
                 variant.status_reason = pool.failure(key)
             continue
