@@ -53,6 +53,8 @@ CHARTS = ["allocation", "pbest", "requests", "reward", "latency", "errors"]
 WIDE = "wide-features"
 WIDE_FEATURES = [f"feature_{i:02d}" for i in range(64)]
 THIN = "thin-start"
+# search-rerank's data settings, shown under its title.
+REDACTION = {"drop": ["query_text", "ip"], "hash": ["user_id"]}
 # The dashboard's one time format, with seconds (and tenths) where the span needs them.
 UTC_TEXT = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2}(\.\d)?)? UTC"
 
@@ -83,6 +85,7 @@ class _Service:
             reallocate=False,
             admin_token=SecretStr(TOKEN),
             serve_token=SecretStr("serve-token"),
+            redaction_secret=SecretStr("dashboard-redaction-secret"),
         )
         self.app = create_app(settings)
         port = _free_port()
@@ -131,12 +134,19 @@ def _build(service: _Service) -> dict[str, Any]:
                     "reward": {"kind": "binary"},
                     "policy": {"kind": "thompson"},
                     "min_weight": 0.05,
+                    "retention_days": 90,
                 },
             )
         )
         ok(
             http.post(
-                "/v1/experiments", json={"name": "search-rerank", "reward": {"kind": "binary"}}
+                "/v1/experiments",
+                json={
+                    "name": "search-rerank",
+                    "reward": {"kind": "binary"},
+                    "retention_days": 1,
+                    "redaction": REDACTION,
+                },
             )
         )
         for i, arm in enumerate(ARMS):
@@ -271,6 +281,7 @@ def test_every_panel_renders_without_errors(
     assert EXPERIMENT in listing and "search-rerank" in listing
     assert report["verdict"] in listing
     assert "token=" not in page.url
+    _check_lake_panel(page, running)
 
     page.click(f"text={EXPERIMENT}")
     page.wait_for_function(
@@ -292,6 +303,8 @@ def test_every_panel_renders_without_errors(
     assert page.inner_text("#card-srm .value") in ("ok", "mismatch")
     assert "clicks" in page.inner_text("#drift")
     assert page.inner_text("#exp-status") == "running"
+    assert page.inner_text("#exp-retention") == "90 days"
+    assert page.inner_text("#exp-redaction") == "none: every feature is logged"
     # The test table fits a 1400 px window without a horizontal scroll bar.
     assert page.evaluate(_NO_SCROLL, "#panel-tests .scroll") == []
     assert page.is_visible("#tests-legend")
@@ -337,9 +350,49 @@ def test_an_experiment_without_traffic_renders_empty_panels(
     )
     assert page.inner_text("#verdict") == "No rewarded requests yet."
     assert page.inner_text("#exp-status") == "draft"
+    page.wait_for_function(
+        "() => document.getElementById('exp-retention').textContent.includes('day')",
+        timeout=10_000,
+    )
+    assert page.inner_text("#exp-retention") == "1 day"
+    assert page.inner_text("#exp-redaction") == "drops query_text, ip · hashes user_id"
     assert page.is_hidden("#banner")
     assert problems == []
     page.close()
+
+
+def _bytes_text(n: int) -> str:
+    """What the dashboard shows for a size: binary units, three significant digits."""
+    units = ["B", "KiB", "MiB", "GiB"]
+    value, unit = float(n), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    shown = f"{n:,}" if unit == 0 else f"{float(f'{value:.3g}'):g}"
+    return f"{shown} {units[unit]}"
+
+
+def _check_lake_panel(page: Any, running: _Service) -> None:
+    """The list's lake panel shows /v1/lake's size, files and version per table."""
+    with httpx.Client(base_url=running.base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        lake = http.get("/v1/lake").json()["tables"]
+    page.wait_for_selector("#lake-tables tbody tr >> nth=1", timeout=10_000)
+    cells = page.eval_on_selector_all(
+        "#lake-tables tbody tr",
+        """rows => rows.map(r => [r.dataset.table,
+          ...[".lake-bytes", ".lake-files", ".lake-rows", ".lake-version"]
+            .map(c => r.querySelector(c).textContent)])""",
+    )
+    shown = {table: rest for table, *rest in cells}
+    assert set(shown) == {"predictions", "feedback"}
+    for table, (size, files, rows, version) in shown.items():
+        counted = lake[table]
+        assert counted["live_files"] > 0 and counted["bytes"] > 0 and counted["rows"] > 0
+        assert size == _bytes_text(counted["bytes"]), (table, size, counted["bytes"])
+        assert int(files.replace(",", "")) == counted["live_files"]
+        assert int(rows.replace(",", "")) == counted["rows"]
+        # Nothing is compacted in this test: no Delta version yet.
+        assert counted["delta_version"] is None and version == "not published yet"
 
 
 def test_navigation_during_a_slow_refresh_shows_the_new_view_at_once(

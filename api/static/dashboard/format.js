@@ -21,6 +21,19 @@ export const pval = (p) => {
 export const interval = (lo, hi, digits) =>
   isNum(lo) && isNum(hi) ? `[${fixed(lo, digits)}, ${fixed(hi, digits)}]` : "";
 
+/* A size in bytes with a binary unit: "812 B", "9.3 MiB". */
+export const bytes = (n) => {
+  if (!isNum(n)) return "–";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = n;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? num(value) : sig(value, 3)} ${units[unit]}`;
+};
+
 export const plural = (n, word) => `${num(n)} ${word}${n === 1 ? "" : "s"}`;
 
 /* A bucket width in its natural unit: "1 h", "30 min", "0.1 s". */

@@ -10,15 +10,17 @@
    to append an optional piece or continue a long string), trailing commas in multi-line
    lists, lines of at most 100 characters. */
 
-import { ApiError, fetchExperiments, fetchPanels, takeToken } from "./api.js";
+import { ApiError, fetchExperiments, fetchLake, fetchPanels, takeToken } from "./api.js";
 import { drawAllocation } from "./allocation.js";
 import { charts, colorOf, fitCharts, resetCharts } from "./charts.js";
 import { $, showBanner } from "./dom.js";
 import { drawDrift, resetDrift, searchDrift } from "./drift.js";
 import { utcText } from "./format.js";
+import { renderLake } from "./lake.js";
 import { followRows, renderList } from "./list.js";
 import { drawPbest } from "./pbest.js";
 import { bucketCount, drawSeries } from "./series.js";
+import { renderSettings, resetSettings } from "./settings.js";
 import { renderSummary } from "./summary.js";
 import { renderTests } from "./tests.js";
 
@@ -48,18 +50,29 @@ const route = () => {
 
 const hours = () => Number($("#hours").value) || 24;
 
+/* The list and the lake under it, each rendered when it arrives; a failing lake still lets
+   the list render. */
 const refreshList = async (signal) => {
-  const experiments = await fetchExperiments(signal);
+  const [experiments, lake] = await Promise.allSettled([
+    fetchExperiments(signal),
+    fetchLake(signal),
+  ]);
   if (signal.aborted) return;
-  renderList(experiments);
+  if (experiments.status === "fulfilled") renderList(experiments.value);
+  if (lake.status === "fulfilled") renderLake(lake.value);
+  const failed = [experiments, lake].find((p) => p.status === "rejected");
+  if (failed) throw failed.reason;
 };
 
 const refreshExperiment = async (name, signal) => {
-  if ($("#exp-name").textContent !== name) $("#exp-name").textContent = name;
+  if ($("#exp-name").textContent !== name) {
+    $("#exp-name").textContent = name;
+    resetSettings();
+  }
   const h = hours();
   const panels = await fetchPanels(name, { hours: h, buckets: bucketCount(h) }, signal);
   if (signal.aborted) return;
-  const { report, history, series, drift } = panels;
+  const { report, history, series, drift, settings } = panels;
   if (report.status === "fulfilled") {
     // Colours follow the report's order of variants, on every chart and in the table.
     for (const v of report.value.variants) colorOf(v.name);
@@ -72,6 +85,7 @@ const refreshExperiment = async (name, signal) => {
   }
   if (series.status === "fulfilled") drawSeries(series.value);
   if (drift.status === "fulfilled") drawDrift(drift.value);
+  if (settings.status === "fulfilled") renderSettings(settings.value);
   const failed = Object.values(panels).find((p) => p.status === "rejected");
   if (failed) throw failed.reason;
 };
