@@ -2,6 +2,17 @@
 
 One replica at a time runs the periodic loop (it holds the ``reallocator`` lease);
 ``POST /reallocate`` runs the same step on demand in whichever replica receives it.
+
+The lease (``BANDITLAKE_LEASE_TTL_S``, default 8 s): every tick (1 s) each replica asks for
+it, which renews it for its holder; during a pass the holder renews it at most every
+TTL/3 between the steps of the work (each chunk the statistics fold, each experiment,
+the checkpoint's sections), so a long catch-up keeps it, while a holder that stops making
+progress (killed, paused, hung) loses it within one TTL, and another replica takes it on
+its next tick: within TTL + 1 s of the last renewal. An allocation is published only if
+:func:`api.control.leases.fence` finds the lease still held, in the transaction that
+writes it: a holder paused past its TTL while another took over publishes nothing when
+it wakes up. After a pass that moved the lake's watermarks, the holder checkpoints the
+statistics (fenced the same way); a new holder starts from that checkpoint.
 """
 
 from __future__ import annotations
@@ -11,6 +22,8 @@ import hashlib
 import logging
 import secrets
 import socket
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -28,11 +41,15 @@ from bandit.allocation import allocate
 from bandit.bayesian import bayes_summary
 from bandit.guardrails import ArmHealth, check_guardrails
 
-__all__ = ["Reallocator"]
+__all__ = ["LeaseLost", "Reallocator"]
 
 log = logging.getLogger(__name__)
 
 LEASE = "reallocator"
+
+
+class LeaseLost(Exception):  # noqa: N818 (a state, not an error of the caller's)
+    """Another replica holds the lease now: the pass stops without publishing."""
 
 
 def _seed(experiment: str, version: int) -> int:
@@ -53,6 +70,30 @@ class Reallocator:
         self._session_factory = session_factory
         self.stats = stats
         self.holder = f"{socket.gethostname()}-{secrets.token_hex(4)}"
+        self._ttl = timedelta(seconds=settings.lease_ttl_s)
+        self._renewed_at = -float("inf")
+
+    # -- the lease ----------------------------------------------------------------------
+
+    def renew(self) -> None:
+        """Renew the lease during a pass, at most every TTL/3.
+
+        Raises
+        ------
+        LeaseLost
+            When another replica holds it now.
+        """
+        started = time.monotonic()
+        if started - self._renewed_at < self._ttl.total_seconds() / 3:
+            return
+        with self._session_factory() as session:
+            held = leases.acquire(session, LEASE, self.holder, self._ttl)
+        if not held:
+            raise LeaseLost
+        self._renewed_at = started
+
+    def _fence(self, conn: Any) -> bool:
+        return leases.fence(conn, LEASE, self.holder, self._ttl)
 
     # -- one experiment ---------------------------------------------------------------
 
@@ -97,15 +138,23 @@ class Reallocator:
             pulled.append(details)
         return pulled
 
-    def reallocate(self, session: Session, experiment: Experiment, *, author: str) -> AllocationRow:
-        """Run the experiment's policy on the lake and write the next allocation version."""
+    def reallocate(
+        self,
+        session: Session,
+        experiment: Experiment,
+        *,
+        author: str,
+        progress: Callable[[], None] | None = None,
+    ) -> AllocationRow:
+        """Run the experiment's policy on the lake and write the next allocation version
+        (flushed, not committed); ``progress`` is called during the lake's refresh."""
         if experiment.status != "running":
             msg = (
                 f"Experiment {experiment.name!r} is {experiment.status}; only a running "
                 "experiment is reallocated."
             )
             raise ConflictError(msg, code="experiment_not_running")
-        self.stats.refresh(session)
+        self.stats.refresh(session, progress=progress)
         arm_rows = [v for v in experiment.variants if v.role == "arm" and v.status == "active"]
         views = self.stats.variants(experiment.name, [(v.name, "arm") for v in arm_rows])
         health = {view.name: _health(view) for view in views}
@@ -181,6 +230,7 @@ class Reallocator:
                 "guardrails": pulled,
                 "winner": winner,
                 "watermarks": self.stats.watermarks,
+                "holder": self.holder,
             },
         )
         return row
@@ -188,12 +238,14 @@ class Reallocator:
     # -- the loop -----------------------------------------------------------------------
 
     def run_due(self) -> int:
-        """One tick of the loop: if this replica holds the lease, reallocate what is due."""
+        """One tick of the loop: if this replica holds the lease, reallocate what is due,
+        then checkpoint the statistics if they moved; return the allocations published."""
         done = 0
         with self._session_factory() as session:
-            ttl = timedelta(seconds=self._settings.lease_ttl_s)
-            if not leases.acquire(session, LEASE, self.holder, ttl):
+            asked = time.monotonic()
+            if not leases.acquire(session, LEASE, self.holder, self._ttl):
                 return 0
+            self._renewed_at = asked
             running = list(
                 session.scalars(select(Experiment).where(Experiment.status == "running"))
             )
@@ -207,13 +259,50 @@ class Reallocator:
                 if not due:
                     continue
                 try:
-                    self.reallocate(session, experiment, author="reallocator")
+                    self.renew()
+                    self.reallocate(session, experiment, author="reallocator", progress=self.renew)
+                    # The lease is checked (and renewed) in the transaction that publishes.
+                    if not self._fence(session):
+                        raise LeaseLost
                     session.commit()
                     done += 1
+                except LeaseLost:
+                    session.rollback()
+                    log.warning(
+                        "%s lost the %s lease during a pass; %s not reallocated",
+                        self.holder,
+                        LEASE,
+                        experiment.name,
+                    )
+                    return done
                 except Exception:
                     session.rollback()
                     log.exception("reallocating %s failed; trying again next tick", experiment.name)
+        self.checkpoint()
         return done
+
+    def checkpoint(self) -> None:
+        """Checkpoint the statistics if they moved (the lease checked in the same write)."""
+        try:
+            self.renew()
+            info = self.stats.checkpoint(self.holder, fence=self._fence, progress=self.renew)
+        except LeaseLost:
+            log.warning("%s lost the %s lease; no checkpoint written", self.holder, LEASE)
+            return
+        except Exception:
+            log.exception("checkpointing the statistics failed; trying again after next pass")
+            return
+        if info is not None:
+            log.info(
+                "checkpoint %r at %s: %d bytes, %d rows folded, encoded in %.3f s, "
+                "written in %.3f s",
+                info.name,
+                info.watermarks,
+                info.bytes,
+                info.rows,
+                info.encode_s,
+                info.write_s,
+            )
 
     def release(self) -> None:
         with self._session_factory() as session:
