@@ -35,7 +35,7 @@ from api.control import experiments  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.store.migrate import upgrade  # noqa: E402
 from api.store.models import Experiment  # noqa: E402
-from lake.layout import partition_dir, relative_path  # noqa: E402
+from lake.layout import partition_path  # noqa: E402
 from lake.manifest import FileEntry, register_file  # noqa: E402
 from lake.schemas import FEEDBACK_SCHEMA, PREDICTIONS_SCHEMA  # noqa: E402
 from tests.api.helpers import create_experiment, start, upload  # noqa: E402
@@ -66,16 +66,16 @@ class LakeBuilder:
 
     def _write(self, table: str, data: pa.Table, at: datetime) -> None:
         self.seq += 1
-        directory = partition_dir(self.root, table, at)  # type: ignore[arg-type]
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"part-bench-{self.seq:08d}.parquet"
+        relative = f"{partition_path(table, at)}/part-bench-{self.seq:08d}.parquet"  # type: ignore[arg-type]
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(data, path, compression="zstd", row_group_size=self.row_group_rows)
         ts = data.column("ts")
         register_file(
             self.engine,  # type: ignore[arg-type]
             FileEntry(
                 table=table,
-                path=relative_path(self.root, path),
+                path=relative,
                 rows=data.num_rows,
                 bytes=path.stat().st_size,
                 writer_id="bench",
