@@ -34,7 +34,18 @@ PURE_STDLIB = frozenset(
 
 ALLOWED = {
     "bandit": PURE_STDLIB | {"bandit", "numpy", "scipy"},
-    "lake": STDLIB | {"lake", "bandit", "pyarrow", "duckdb", "polars", "sqlalchemy", "numpy"},
+    "lake": STDLIB
+    | {
+        "lake",
+        "bandit",
+        "pyarrow",
+        "duckdb",
+        "polars",
+        "sqlalchemy",
+        "numpy",
+        "deltalake",
+        "fsspec",
+    },
 }
 
 
