@@ -44,7 +44,7 @@ NAME = "bench-takeover"
 def measure(rows: int, file_rows: int, new_files: int, new_rows: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="banditlake-takeover-"))
     with bench_experiment(work) as (settings, client, experiment):
-        engine = client.app.state.engine  # type: ignore[attr-defined]
+        engine = client.app.state.engine
         root = settings.lake_root
         builder = LakeBuilder(root, engine, experiment.id)
         files = max(1, rows // file_rows)

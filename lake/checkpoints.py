@@ -237,7 +237,8 @@ def _strings(column: pa.ChunkedArray) -> list[Any]:
     if isinstance(column, pa.DictionaryArray):
         names = column.dictionary.to_pylist()
         return [names[i] for i in column.indices.to_pylist()]
-    return column.to_pylist()
+    values: list[Any] = column.to_pylist()
+    return values
 
 
 def _count(value: float) -> int | float:

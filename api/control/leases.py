@@ -57,10 +57,9 @@ def fence(conn: Session | Connection, name: str, holder: str, ttl: timedelta) ->
     commit.
     """
     now = utcnow()
-    table = Lease.__table__
     result = conn.execute(
-        update(table)
-        .where(table.c.name == name, table.c.holder == holder, table.c.expires_at >= now)
+        update(Lease)
+        .where(Lease.name == name, Lease.holder == holder, Lease.expires_at >= now)
         .values(expires_at=now + ttl)
     )
     return getattr(result, "rowcount", 0) == 1

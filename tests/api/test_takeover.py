@@ -68,7 +68,7 @@ def _published(engine: Engine) -> list[str]:
     """The holder of each allocation the loop published, in version order."""
     with make_session_factory(engine)() as session:
         rows = session.scalars(select(AllocationRow).order_by(AllocationRow.version)).all()
-        return [r.stats["holder"] for r in rows if r.author == "reallocator"]
+        return [(r.stats or {}).get("holder", "") for r in rows if r.author == "reallocator"]
 
 
 def _run(replica: Reallocator, stop: threading.Event) -> None:
@@ -128,9 +128,13 @@ def test_a_holder_paused_past_its_ttl_cannot_publish(store: tuple[Settings, Engi
     settings, engine = store
     a, b = _replica(settings, engine), _replica(settings, engine)
     entered, wake = threading.Event(), threading.Event()
+
     # A takes the lease and, in the middle of its pass, stops (a GC pause, SIGSTOP, a
     # stalled read): it renews nothing until it wakes.
-    _blocking_refresh(a, entered, lambda _progress: wake.wait(60))
+    def pause(_progress: Callable[[], None] | None) -> None:
+        wake.wait(60)
+
+    _blocking_refresh(a, entered, pause)
     wait_until(lambda: _due(engine), what="the experiment being due")
     result: list[int] = []
     thread_a = threading.Thread(target=lambda: result.append(a.run_due()), daemon=True)
