@@ -119,7 +119,9 @@ def _dict_strings(values: list[str]) -> pa.Array:
 
 
 def _order(order: deque[tuple[int, str]]) -> pa.Table:
-    ts, rid = zip(*order, strict=True) if order else ((), ())
+    # Lists, not the tuples zip(*...) makes: pyarrow converts lists several times faster.
+    ts = [t for t, _ in order]
+    rid = [r for _, r in order]
     return _table({"ts": pa.array(ts, pa.int64()), "rid": pa.array(rid, pa.string())})
 
 
@@ -155,14 +157,14 @@ def _pending_table(pending: dict[str, tuple[Entry, ...]]) -> pa.Table:
             rids.append(rid)
             entries.append(entry)
     exp, variant, role, version, propensity, prediction, ts = (
-        zip(*entries, strict=True) if entries else ((),) * 7
+        [list(column) for column in zip(*entries, strict=True)] if entries else ([],) * 7
     )
     return _table(
         {
             "rid": pa.array(rids, pa.string()),
-            "experiment": _dict_strings(list(exp)),
-            "variant": _dict_strings(list(variant)),
-            "role": _dict_strings(list(role)),
+            "experiment": _dict_strings(exp),
+            "variant": _dict_strings(variant),
+            "role": _dict_strings(role),
             "version": pa.array(version, pa.int64()),
             "propensity": pa.array(propensity, pa.float64()),
             "prediction": pa.array(prediction, pa.float64()),
@@ -173,7 +175,9 @@ def _pending_table(pending: dict[str, tuple[Entry, ...]]) -> pa.Table:
 
 def _orphans_table(orphans: dict[str, tuple[int, float | None, str | None]]) -> pa.Table:
     values = list(orphans.values())
-    ts, reward, label = zip(*values, strict=True) if values else ((), (), ())
+    ts, reward, label = (
+        [list(column) for column in zip(*values, strict=True)] if values else ([], [], [])
+    )
     return _table(
         {
             "rid": pa.array(list(orphans), pa.string()),
