@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     reallocate: bool = True
     feedback_lookback_s: int = Field(default=86_400, gt=0)
     guardrail_min_requests: int = Field(default=100, gt=0)
-    lease_ttl_s: int = Field(default=30, gt=0)
+    # A dead holder's lease lapses after this; with the 1 s poll, takeover within TTL + 1 s.
+    lease_ttl_s: int = Field(default=6, gt=0)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

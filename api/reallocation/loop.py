@@ -3,7 +3,7 @@
 One replica at a time runs the periodic loop (it holds the ``reallocator`` lease);
 ``POST /reallocate`` runs the same step on demand in whichever replica receives it.
 
-The lease (``BANDITLAKE_LEASE_TTL_S``, default 8 s): every tick (1 s) each replica asks for
+The lease (``BANDITLAKE_LEASE_TTL_S``, default 6 s): every tick (1 s) each replica asks for
 it, which renews it for its holder; during a pass the holder renews it at most every
 TTL/3 between the steps of the work (each chunk the statistics fold, each experiment,
 the checkpoint's sections), so a long catch-up keeps it, while a holder that stops making

@@ -28,7 +28,7 @@ TICK_S = 1.0
 def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None = None) -> None:
     engine = make_engine(settings.database_url)
     stats = LakeStats(
-        engine, settings.lake_root, lookback=timedelta(seconds=settings.feedback_lookback_s)
+        engine, settings.lake_uri, lookback=timedelta(seconds=settings.feedback_lookback_s)
     )
     reallocator = Reallocator(settings, make_session_factory(engine), stats)
     log.info("reallocation loop started as %s", reallocator.holder)
