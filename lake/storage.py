@@ -29,6 +29,7 @@ Each storage counts its requests, errors, bytes and time per operation
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -449,6 +450,20 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _valid_endpoint(endpoint: str) -> bool:
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not 0 to 65535)
+    except ValueError:  # such as an unclosed IPv6 bracket
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not parts.query
+        and not parts.fragment
+    )
+
+
 @dataclass(frozen=True)
 class S3Settings:
     """How to reach an S3-compatible store, read from the standard AWS variables."""
@@ -462,15 +477,14 @@ class S3Settings:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> S3Settings:
         env = os.environ if environ is None else environ
-        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
-        if endpoint is not None:
-            scheme = urlsplit(endpoint).scheme
-            if scheme not in ("http", "https") or not urlsplit(endpoint).netloc:
-                msg = (
-                    f"AWS_ENDPOINT_URL={endpoint!r} must be an http:// or https:// URL "
-                    "with a host, such as http://127.0.0.1:9000."
-                )
-                raise LakeConfigError(msg)
+        variable = "AWS_ENDPOINT_URL_S3" if env.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+        endpoint = (env.get(variable) or "").strip() or None
+        if endpoint is not None and not _valid_endpoint(endpoint):
+            msg = (
+                f"{variable}={endpoint!r} must be an http:// or https:// URL with a host "
+                "and an optional port, such as http://127.0.0.1:9000."
+            )
+            raise LakeConfigError(msg)
         return cls(
             endpoint_url=endpoint,
             region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
@@ -615,29 +629,92 @@ class ObjectStorage(LakeStorage):
         if not con.filesystem_is_registered("s3"):
             con.register_filesystem(_S3Bridge(self._fs))
 
-    def _explain(self, exc: BaseException, *, writable: bool) -> str:
+    def check(self, *, writable: bool = True) -> None:
+        """Make sure the bucket exists and can be listed (and written): one clear error.
+
+        Listing first gives the store's own error code for refused credentials (a HEAD
+        response has no body to carry it). A missing bucket lists as empty, so after an
+        empty listing the bucket itself is asked about (HeadBucket); the write probe runs
+        last.
+        """
+        try:
+            listed = self._fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
+            if not listed and not self._bucket_exists():
+                raise LakeConfigError(self._missing_bucket())
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeConfigError(self._explain(exc, writable=writable)) from None
+        if not writable:
+            return
+        probe = f"{TEMP_PREFIX}probe-{secrets.token_hex(6)}"
+        try:
+            self.write_bytes(probe, b"banditlake write probe\n")
+            self.delete(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeConfigError(self._explain(exc, writable=True, listed=True)) from None
+
+    def _bucket_exists(self) -> bool:
+        try:
+            info = self._fs.get_file_info(self._bucket)
+            return bool(info.type != pafs.FileType.NotFound)
+        except OSError as exc:
+            # Some stores map HeadBucket to a permission of its own: the listing passed,
+            # so leave the answer to the write probe (or to the first write).
+            if "ACCESS_DENIED" in str(exc):
+                return True
+            raise
+
+    def _endpoint(self) -> str:
+        return self._settings.endpoint_url or "the default AWS endpoint"
+
+    def _missing_bucket(self) -> str:
+        return (
+            f"Bucket {self._bucket!r} of the lake at {self._uri} does not exist at "
+            f"{self._endpoint()}; create it first."
+        )
+
+    def _explain(self, exc: BaseException, *, writable: bool, listed: bool = False) -> str:
         text = str(exc)
+        # pyarrow's messages carry the store's error as "AWS Error <CODE> during <op>";
+        # matching on the code (not on words or digits anywhere in the text, such as a
+        # request id) keeps each cause to its own sentence.
+        found = _AWS_ERROR.search(text)
+        code = found.group(1) if found else ""
         where = f"the lake at {self._uri}"
-        endpoint = self._settings.endpoint_url or "the default AWS endpoint"
-        if "NO_SUCH_BUCKET" in text or "does not exist" in text.lower():
+        endpoint = self._endpoint()
+        if code in _CREDENTIAL_ERRORS:
             return (
-                f"Bucket {self._bucket!r} of {where} does not exist at {endpoint}; create it first."
+                f"The credentials for {where} were refused by {endpoint} ({code}); check "
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN."
             )
-        if any(
-            mark in text
-            for mark in ("INVALID_ACCESS_KEY_ID", "SIGNATURE_DOES_NOT_MATCH", "InvalidAccessKeyId")
-        ):
-            return (
-                f"The credentials for {where} were refused by {endpoint}; check "
-                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
-            )
-        if "ACCESS_DENIED" in text or "AccessDenied" in text or "403" in text:
+        if code == "NO_SUCH_BUCKET":
+            return self._missing_bucket()
+        if code == "ACCESS_DENIED":
+            if writable and listed:
+                return (
+                    f"Access denied: the credentials may list {where} at {endpoint} but have "
+                    "no permission to write to it (s3:PutObject and s3:DeleteObject)."
+                )
             action = "write to" if writable else "read"
             return f"Access denied: the credentials may not {action} {where} at {endpoint}."
-        if "NETWORK_CONNECTION" in text or "curlCode" in text or "Couldn't connect" in text:
+        if code == "NETWORK_CONNECTION" or "curlCode" in text or "Couldn't connect" in text:
             return f"The object store at {endpoint} for {where} cannot be reached."
         first = text.splitlines()[0] if text else type(exc).__name__
         return f"The object store at {endpoint} failed for {where}: {first}"
+
+
+_AWS_ERROR: Final = re.compile(r"AWS Error ([A-Z_]+) during")
+_CREDENTIAL_ERRORS: Final = frozenset(
+    {
+        "INVALID_ACCESS_KEY_ID",
+        "SIGNATURE_DOES_NOT_MATCH",
+        "INVALID_CLIENT_TOKEN_ID",
+        "UNRECOGNIZED_CLIENT",
+        "INVALID_SIGNATURE",
+        "MISSING_AUTHENTICATION_TOKEN",
+        "EXPIRED_TOKEN",
+        "REQUEST_EXPIRED",
+    }
+)
 
 
 def check_uri(uri: str, name: str = "The lake URI") -> None:
