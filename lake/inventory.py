@@ -73,7 +73,7 @@ def lake_inventory(engine: Engine) -> dict[str, TableInventory]:
         statuses: dict[str, list[tuple[str, int]]] = {}
         for table, status, count in conn.execute(by_status):
             statuses.setdefault(table, []).append((str(status), int(count)))
-    out = {}
+    out: dict[str, TableInventory] = {}
     for table in TABLES:
         n = counted.get(table, (0, 0, 0, 0, 0, 0, 0))
         version, finished = published_at.get(table, (None, None))

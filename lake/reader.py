@@ -30,6 +30,7 @@ from typing import Final, Literal
 import duckdb
 import polars as pl
 import pyarrow as pa
+from duckdb import DuckDBPyConnection
 from sqlalchemy import Engine, create_engine
 
 from lake.errors import LakeConfigError
@@ -270,7 +271,7 @@ class Lake:
         msg = f"Table {table!r} is not in the lake; expected one of {list(TABLES)}."
         raise LakeConfigError(msg)
 
-    def _source_sql(self, con: duckdb.DuckDBPyConnection, table: TableName) -> str:
+    def _source_sql(self, con: DuckDBPyConnection, table: TableName) -> str:
         files = self.files(table)
         if not files:
             return _empty_select(SCHEMAS[table])

@@ -175,7 +175,7 @@ class LakeStorage:
         """Tell whether a file exists at ``path``."""
         with self._counters.measure("head"):
             info = self._fs.get_file_info(self.location(path))
-        return info.type == pafs.FileType.File
+        return bool(info.type == pafs.FileType.File)
 
     def read_table(self, path: str, columns: Sequence[str] | None = None) -> pa.Table:
         """Read one Parquet file (raises FileNotFoundError when it is missing)."""
@@ -514,7 +514,7 @@ class S3Settings:
             parts = urlsplit(self.endpoint_url)
             options["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
             options["scheme"] = parts.scheme
-        return pafs.S3FileSystem(**options)  # type: ignore[arg-type]
+        return pafs.S3FileSystem(**options)
 
     def object_store_options(self) -> dict[str, str]:
         """The same settings for Rust ``object_store`` clients (polars, deltalake)."""
@@ -598,7 +598,7 @@ class ObjectStorage(LakeStorage):
             # whole or not at all.
             with self._fs.open_output_stream(location) as sink:
                 pq.write_table(table, sink, compression=compression, row_group_size=row_group_size)
-                size = sink.tell()
+                size = int(sink.tell())
             moved.append(size)
         return size
 
