@@ -61,6 +61,7 @@ __all__ = [
     "live_files",
     "metadata",
     "register_compaction",
+    "register_compactions",
     "register_file",
 ]
 
@@ -258,7 +259,13 @@ def is_compaction_output(entry: FileEntry) -> bool:
 
 
 def register_compaction(
-    engine: Engine, output: FileEntry, inputs: Sequence[int], *, at: datetime | None = None
+    engine: Engine,
+    output: FileEntry,
+    inputs: Sequence[int],
+    *,
+    at: datetime | None = None,
+    compaction_ids: Sequence[int] = (),
+    delta_version: int | None = None,
 ) -> int:
     """Add a compacted file and mark the files it merged ``replaced``, in one transaction.
 
@@ -274,6 +281,11 @@ def register_compaction(
         nothing else, ``output`` holds.
     at
         When the inputs were replaced (UTC); default now.
+    compaction_ids
+        The ``lake_compactions`` rows (intent log) of this compaction, if any: they must
+        still be ``started``, and are marked ``committed`` in the same transaction.
+    delta_version
+        Recorded on those rows: the Delta table version that added the output.
 
     Returns
     -------
@@ -283,40 +295,124 @@ def register_compaction(
     Raises
     ------
     LakeConfigError
-        When ``inputs`` is empty or names a file that is not a live file of the table;
-        the manifest is then left unchanged.
+        When ``inputs`` is empty or names a file that is not a live file of the table,
+        or a compaction row is no longer ``started``; the manifest is then left unchanged.
+    """
+    ids = register_compactions(
+        engine,
+        [output],
+        inputs,
+        at=at,
+        compaction_ids=compaction_ids,
+        delta_version=delta_version,
+    )
+    return ids[0]
+
+
+def register_compactions(
+    engine: Engine,
+    outputs: Sequence[FileEntry],
+    inputs: Sequence[int],
+    *,
+    at: datetime | None = None,
+    compaction_ids: Sequence[int] = (),
+    delta_version: int | None = None,
+) -> list[int]:
+    """Register the outputs of one compaction and replace its inputs, in one transaction.
+
+    A compaction may write several files from one set of inputs (one per date partition,
+    or more under a row cap): they become live, and the inputs ``replaced``, together.
+    Each input's ``replaced_by`` is set to the first output's id (all outputs of the
+    compaction are its ``lake_compactions`` rows' ``output_id``).
+
+    ``compaction_ids`` (the compaction's ``lake_compactions`` rows, one per output, in the
+    order of ``outputs``) must all still be ``started``: they are marked ``committed``
+    with their ``output_id`` and ``delta_version`` in the same transaction, so a
+    compaction that a recovery run has meanwhile rolled back cannot also be registered.
+
+    Returns
+    -------
+    list[int]
+        The outputs' ids, in the order of ``outputs``, each greater than every input's.
+
+    Raises
+    ------
+    LakeConfigError
+        When ``outputs`` or ``inputs`` is empty, the outputs are not all of one table,
+        an input is not a live file of that table, or a compaction row is not
+        ``started``; nothing is changed then.
     """
     wanted = sorted(set(inputs))
+    if not outputs:
+        msg = "A compaction must register at least one output file, but none was given."
+        raise LakeConfigError(msg)
+    table = outputs[0].table
+    if any(o.table != table for o in outputs):
+        msg = f"The outputs of one compaction must belong to one table, not {outputs!r}."
+        raise LakeConfigError(msg)
     if not wanted:
         msg = (
-            f"A compaction must replace at least one file, but none was given for {output.path!r}."
+            "A compaction must replace at least one file, but none was given for "
+            f"{outputs[0].path!r}."
         )
         raise LakeConfigError(msg)
-    replaced_at = _to_db(at if at is not None else datetime.now(UTC))
+    if compaction_ids and len(compaction_ids) != len(outputs):
+        msg = (
+            f"A compaction with {len(outputs)} outputs needs as many compaction rows, "
+            f"not {len(compaction_ids)}."
+        )
+        raise LakeConfigError(msg)
+    now = at if at is not None else datetime.now(UTC)
+    replaced_at = _to_db(now)
     with engine.begin() as conn:
+        if compaction_ids:
+            # Taken first: a concurrent rollback of the same rows waits or loses here.
+            claimed = conn.execute(
+                update(lake_compactions)
+                .where(
+                    lake_compactions.c.id.in_(list(compaction_ids)),
+                    lake_compactions.c.status == "started",
+                )
+                .values(status="committed", finished_at=replaced_at, delta_version=delta_version)
+            ).rowcount
+            if claimed != len(set(compaction_ids)):
+                msg = (
+                    f"The compaction rows {list(compaction_ids)!r} are not all 'started' any "
+                    "more (a recovery run rolled them back); nothing was registered."
+                )
+                raise LakeConfigError(msg)
+        new_ids: list[int] = []
+        for output in outputs:
+            values = _values(replace(output, writer_id=COMPACTION_WRITER_ID, status="live"))
+            result = conn.execute(insert(lake_files).values(values))
+            new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            if not isinstance(new_id, int):
+                msg = f"The manifest returned no id for the compacted file {output.path!r}."
+                raise RuntimeError(msg)
+            new_ids.append(new_id)
         marked = conn.execute(
             update(lake_files)
             .where(
                 lake_files.c.id.in_(wanted),
-                lake_files.c.table_name == output.table,
+                lake_files.c.table_name == table,
                 lake_files.c.status == "live",
             )
-            .values(status="replaced", replaced_at=replaced_at)
+            .values(status="replaced", replaced_at=replaced_at, replaced_by=new_ids[0])
         ).rowcount
         if marked != len(wanted):
             # Raising inside the block rolls the transaction back: nothing is marked.
             msg = (
-                f"A compaction can only replace live files of {output.table!r}, but some of "
+                f"A compaction can only replace live files of {table!r}, but some of "
                 f"the files {wanted!r} are not."
             )
             raise LakeConfigError(msg)
-        values = _values(replace(output, writer_id=COMPACTION_WRITER_ID, status="live"))
-        result = conn.execute(insert(lake_files).values(values))
-        new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-    if not isinstance(new_id, int):
-        msg = f"The manifest returned no id for the compacted file {output.path!r}."
-        raise RuntimeError(msg)
-    return new_id
+        for compaction_id, output_id in zip(compaction_ids, new_ids, strict=False):
+            conn.execute(
+                update(lake_compactions)
+                .where(lake_compactions.c.id == compaction_id)
+                .values(output_id=output_id)
+            )
+    return new_ids
 
 
 def is_registered(engine: Engine, path: str) -> bool:
