@@ -294,6 +294,79 @@ def cmd_example_model(args: argparse.Namespace) -> None:
     )
 
 
+def _duration(flag: str, text: str) -> Any:
+    from datetime import timedelta
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds >= 0 or seconds == float("inf"):
+        msg = f"{flag} must be a number of seconds, 0 or more; got {text!r}."
+        raise CommandError(msg)
+    return timedelta(seconds=seconds)
+
+
+def cmd_compact(args: argparse.Namespace) -> None:
+    import json
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from lake.compaction import CompactionProgress, compact
+    from lake.errors import LakeConfigError
+    from lake.storage import open_storage
+
+    min_age = _duration("--min-age", args.min_age)
+    grace = _duration("--grace", args.grace)
+    settings = _settings()
+    if settings.is_sqlite:
+        from api.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    try:
+        storage = open_storage(settings.lake_uri)
+    except LakeConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    show = sys.stderr.isatty()
+
+    def progress(p: CompactionProgress) -> None:
+        if show:
+            sys.stderr.write(
+                f"\r{p.table}: {p.files_done}/{p.files_total} files, {p.rows} rows, "
+                f"{p.bytes_in} -> {p.bytes_out} bytes"
+            )
+            sys.stderr.flush()
+
+    engine = create_engine(settings.database_url)
+    try:
+        summary = compact(engine, storage, min_age=min_age, grace=grace, progress=progress)
+    except LakeConfigError as exc:
+        raise CommandError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        where = settings.database_url.split("@")[-1]
+        first = str(exc).splitlines()[0]
+        msg = f"The SQL store at {where} failed ({first}); is it migrated (banditlake migrate)?"
+        raise CommandError(msg) from exc
+    except OSError as exc:
+        msg = f"The lake at {storage.uri} failed: {str(exc).splitlines()[0]}"
+        raise CommandError(msg) from exc
+    finally:
+        engine.dispose()
+        if show:
+            sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps(summary.to_dict()))  # noqa: T201
+        return
+    versions = ", ".join(f"{t} v{v}" for t, v in summary.delta_versions.items() if v is not None)
+    print(  # noqa: T201
+        f"compacted {summary.files_in} files into {summary.files_out} ({summary.rows} rows, "
+        f"{summary.bytes_in} -> {summary.bytes_out} bytes) in {summary.seconds:.1f} s"
+        f"{'; Delta ' + versions if versions else ''}; deleted {summary.replaced_deleted} "
+        "replaced files"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
@@ -382,6 +455,22 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the data and the model (default 0)"
     )
     example.set_defaults(func=cmd_example_model)
+    comp = sub.add_parser(
+        "compact",
+        help="rewrite old small lake files as large sorted Delta files, delete replaced ones",
+    )
+    comp.add_argument(
+        "--min-age",
+        default="3600",
+        help="compact files registered at least this many seconds ago (default 3600; 0: all)",
+    )
+    comp.add_argument(
+        "--grace",
+        default="3600",
+        help="delete replaced files this many seconds after replacement (default 3600)",
+    )
+    comp.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    comp.set_defaults(func=cmd_compact)
     return parser
 
 
