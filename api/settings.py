@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     guardrail_min_requests: int = Field(default=100, gt=0)
     # A dead holder's lease lapses after this; with the 1 s poll, takeover within TTL + 1 s.
     lease_ttl_s: int = Field(default=6, gt=0)
+    # The lease holder compacts the lake this often (0: only `banditlake compact` does),
+    # taking flush files older than the minimum age; replaced files are deleted after
+    # the grace period (longer than the longest read).
+    compact_every_s: int = Field(default=600, ge=0)
+    compact_min_age_s: int = Field(default=3600, ge=0)
+    compact_grace_s: int = Field(default=3600, ge=0)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

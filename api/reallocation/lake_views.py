@@ -28,7 +28,7 @@ from api.store.models import Experiment
 from lake.aggregates import LakeAggregator
 from lake.checkpoints import CheckpointInfo, resume, save_checkpoint
 from lake.rewards import RewardRule
-from lake.storage import LakeStorage
+from lake.storage import LakeStorage, open_storage
 from lake.variants import VariantView
 
 __all__ = ["CHECKPOINT", "LakeStats", "VariantView", "bandit_kind", "reward_rule"]
@@ -65,15 +65,23 @@ class LakeStats:
         checkpoint: str | None = CHECKPOINT,
     ) -> None:
         self._engine = engine
-        self._root = root
+        self._root = open_storage(root)
         self._lookback = lookback
-        self._aggregator = LakeAggregator(engine, root, lookback=lookback)
+        self._aggregator = LakeAggregator(engine, self._root, lookback=lookback)
         # One fold at a time, and no read of the totals in the middle of one.
         self._lock = threading.Lock()
         self._checkpoint = checkpoint
         self._resumed = checkpoint is None
         # The watermarks of the checkpoint last read or written by this process.
         self._saved: dict[str, int] | None = None
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def storage(self) -> LakeStorage:
+        return self._root
 
     def refresh(self, session: Session, *, progress: Callable[[], None] | None = None) -> int:
         """Fold in the files written since the last refresh (cost: the new files only).

@@ -40,6 +40,7 @@ from api.store.types import utcnow
 from bandit.allocation import allocate
 from bandit.bayesian import bayes_summary
 from bandit.guardrails import ArmHealth, check_guardrails
+from lake.compaction import CompactionSummary, compact
 
 __all__ = ["LeaseLost", "Reallocator"]
 
@@ -72,6 +73,8 @@ class Reallocator:
         self.holder = f"{socket.gethostname()}-{secrets.token_hex(4)}"
         self._ttl = timedelta(seconds=settings.lease_ttl_s)
         self._renewed_at = -float("inf")
+        # The first compaction waits one period: a starting holder has a catch-up to do.
+        self._compact_due = time.monotonic() + settings.compact_every_s
 
     # -- the lease ----------------------------------------------------------------------
 
@@ -279,7 +282,48 @@ class Reallocator:
                     session.rollback()
                     log.exception("reallocating %s failed; trying again next tick", experiment.name)
         self.checkpoint()
+        self.compact_if_due()
         return done
+
+    def compact_if_due(self) -> CompactionSummary | None:
+        """Compact the lake if ``compact_every_s`` has passed since this holder last did.
+
+        Runs under the lease, renewed between the compaction's steps; a holder that
+        loses it stops after the step in progress (the next run recovers a compaction
+        left half-way). Compaction never changes the statistics (its outputs are not
+        folded), so it needs no fence of its own.
+        """
+        every = self._settings.compact_every_s
+        if every <= 0 or time.monotonic() < self._compact_due:
+            return None
+        self._compact_due = time.monotonic() + every
+
+        def step(_: str) -> None:
+            self.renew()
+
+        try:
+            summary = compact(
+                self.stats.engine,
+                self.stats.storage,
+                min_age=timedelta(seconds=self._settings.compact_min_age_s),
+                grace=timedelta(seconds=self._settings.compact_grace_s),
+                after_step=step,
+            )
+        except LeaseLost:
+            log.warning("%s lost the %s lease during compaction; stopped", self.holder, LEASE)
+            return None
+        except Exception:
+            log.exception("compacting the lake failed; trying again in %d s", every)
+            return None
+        if summary.compactions or summary.replaced_deleted:
+            log.info(
+                "compacted %d files (%d rows) into %d; deleted %d replaced files",
+                summary.files_in,
+                summary.rows,
+                summary.files_out,
+                summary.replaced_deleted,
+            )
+        return summary
 
     def checkpoint(self) -> None:
         """Checkpoint the statistics if they moved (the lease checked in the same write)."""

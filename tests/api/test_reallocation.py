@@ -302,3 +302,48 @@ def test_report_expects_every_served_version_however_long_the_history(
     assert sum(v["requests"] for v in report["variants"]) == 4000
     assert report["srm_mismatch"] is False, report["verdict"]
     assert report["srm_p_value"] > 0.001
+
+
+def test_the_lease_holder_compacts_and_the_report_does_not_change(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    upgrade(sqlite_url)
+    settings = make_settings(
+        tmp_path / "home",
+        sqlite_url,
+        reallocate=False,
+        compact_every_s=3600,
+        compact_min_age_s=0,
+        compact_grace_s=0,
+    )
+    with make_client(settings) as client:
+        create_experiment(client, "c", reward={"kind": "continuous"})
+        upload(client, "c", "a", linear_model([1.0, 0.0, 0.0]))
+        upload(client, "c", "b", linear_model([0.0, 1.0, 0.0]))
+        start(client, "c")
+        for _ in range(3):
+            results = client.post(
+                "/v1/experiments/c/predict/batch", json={"rows": [{"features": [1, 2, 3]}] * 40}
+            ).json()["results"]
+            items = [{"request_id": r["request_id"], "reward": 1.0} for r in results[:30]]
+            client.post("/v1/feedback/batch", json={"items": items})
+            flush(client)
+        before = client.get("/v1/experiments/c/report").json()
+        reallocator = client.app.state.reallocator  # type: ignore[attr-defined]
+        with reallocator._session_factory() as session:
+            assert leases.acquire(session, "reallocator", reallocator.holder, timedelta(seconds=60))
+        # Not due yet: the first compaction waits one period after the holder starts.
+        assert reallocator.compact_if_due() is None
+        reallocator._compact_due = 0.0
+        summary = reallocator.compact_if_due()
+        assert summary is not None
+        assert summary.rows == 3 * 40 + 3 * 30
+        inventory = client.get("/v1/lake").json()
+        by_table = inventory["tables"]
+        assert by_table["predictions"]["small_files"] == 0
+        assert by_table["predictions"]["published_files"] >= 1
+        assert by_table["predictions"]["rows"] == 120
+        assert by_table["predictions"]["delta_version"] is not None
+        after = client.get("/v1/experiments/c/report").json()
+        assert after["variants"] == before["variants"]
+        assert lake_rows(settings, "select count(*) from predictions") == [(120,)]
