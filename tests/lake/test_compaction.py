@@ -14,6 +14,7 @@ from sqlalchemy import Engine, insert, select, update
 from lake.aggregates import LakeAggregator
 from lake.compaction import (
     CompactionSummary,
+    _Output,
     _write_intents,
     compact,
     delta_storage_options,
@@ -27,6 +28,7 @@ from lake.manifest import (
     live_files,
 )
 from lake.rewards import RewardRule
+from lake.schemas import SCHEMAS
 from lake.storage import LakeStorage
 from tests.lake.compaction_support import (  # noqa: F401
     all_ids,
@@ -44,6 +46,7 @@ from tests.s3_server import s3_server  # noqa: F401
 NOW = timedelta(0)
 HOUR = timedelta(hours=1)
 RULES = {"exp": RewardRule("continuous")}
+T0D = datetime(2025, 3, 1, tzinfo=UTC).date()
 
 
 class Crash(BaseException):
@@ -83,7 +86,7 @@ def test_compaction_keeps_every_row_once_and_publishes_them_to_delta(
 
     # Sorted by (experiment, ts) inside each file, with exactly the lake's columns.
     first = storage.read_table(outputs[0].path)
-    assert first.schema.names == [f.name for f in lake_schema("predictions")]
+    assert first.schema.names == SCHEMAS["predictions"].names
     ts = first["ts"].to_pylist()
     assert ts == sorted(ts)
 
@@ -106,12 +109,6 @@ def test_compaction_keeps_every_row_once_and_publishes_them_to_delta(
     again = compact(engine, storage, min_age=NOW, grace=HOUR)
     assert (again.files_in, again.compactions) == (0, 0)
     assert totals(engine, storage) == before
-
-
-def lake_schema(table: str) -> Any:
-    from lake.schemas import SCHEMAS
-
-    return SCHEMAS[table]  # type: ignore[index]
 
 
 def test_min_age_leaves_young_files(engine: Engine, storage: LakeStorage) -> None:
@@ -224,8 +221,6 @@ def test_recovery_rolls_back_when_an_input_is_no_longer_live(
 
 
 def test_claimed_files_are_left_to_their_compactor(engine: Engine, storage: LakeStorage) -> None:
-    from lake.compaction import _Output
-
     write_lake(storage, engine, files=4)
     claimed = _flush_files(engine, "predictions")[:2]
     empty = storage.read_table(claimed[0].path).slice(0, 0)
@@ -249,9 +244,6 @@ def test_claimed_files_are_left_to_their_compactor(engine: Engine, storage: Lake
             select(lake_compactions.c.status).where(lake_compactions.c.id == ids[0])
         ).scalar_one()
     assert status == "rolled_back"
-
-
-T0D = datetime(2025, 3, 1, tzinfo=UTC).date()
 
 
 def test_two_concurrent_compactors_never_compact_the_same_files(

@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
-import pytest
 from sqlalchemy import Engine
 
 from lake.compaction import compact
@@ -166,8 +165,3 @@ def test_counts_never_dip_or_double_while_compacting(engine: Engine, tmp_path: P
     final = live_files(engine, "predictions")
     assert final and all(e.writer_id == COMPACTION_WRITER_ID for e in final)
     assert sum(e.rows for e in final) == ROWS
-
-
-@pytest.fixture(autouse=True)
-def _quiet_reader_warnings(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.ERROR, logger="lake.reader")
