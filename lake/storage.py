@@ -69,6 +69,8 @@ S3_SCHEME: Final = "s3://"
 _CONNECT_TIMEOUT_S: Final = 5.0
 _REQUEST_TIMEOUT_S: Final = 30.0
 _S3_ATTEMPTS: Final = 3
+# Listings of a directory tree that changes under them, before giving up.
+_LIST_ATTEMPTS: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +202,18 @@ class LakeStorage:
 
     def list_files(self, prefix: str = "") -> list[StoredFile]:
         """Every file under ``prefix`` (relative to the root), recursively, by path."""
-        base = self.location(prefix)
+        selector = pafs.FileSelector(self.location(prefix), recursive=True, allow_not_found=True)
         with self._counters.measure("list"):
-            infos = self._fs.get_file_info(
-                pafs.FileSelector(base, recursive=True, allow_not_found=True)
-            )
+            for attempt in range(_LIST_ATTEMPTS):
+                try:
+                    infos = self._fs.get_file_info(selector)
+                    break
+                except FileNotFoundError:
+                    # A directory under the prefix (or the prefix itself) appeared or
+                    # vanished while it was listed (a writer's first flush, retention):
+                    # pyarrow reports that even with allow_not_found. List it again.
+                    if attempt + 1 == _LIST_ATTEMPTS:
+                        raise
         out = []
         for info in infos:
             if info.type != pafs.FileType.File:

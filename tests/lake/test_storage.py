@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -540,3 +541,44 @@ def test_read_only_credentials_are_one_line_about_write_permission(
         reader.write_bytes("x", b"x")
     assert reader.stats()["write"].errors == 2  # the probe and the write above
     assert auth_server.storage("writer").list_files() == []
+
+
+def test_listing_a_prefix_while_it_comes_and_goes(storage: LakeStorage) -> None:
+    # A partition is created by a writer's first flush and removed by retention while
+    # others list it. pyarrow reports a directory that appears or vanishes mid-listing as
+    # FileNotFoundError even with allow_not_found; the listing must be empty or whole.
+    storage.write_bytes("t/keep/part-0.parquet", b"kept")
+    stop = threading.Event()
+    started = threading.Event()
+    problems: list[str] = []
+
+    def churn() -> None:
+        try:
+            while not stop.is_set():
+                storage.write_bytes("t/a/b/part-1.parquet", b"x")
+                if isinstance(storage, LocalStorage):
+                    shutil.rmtree(storage.root / "t" / "a")
+                    storage.forget_directories()
+                else:
+                    storage.delete("t/a/b/part-1.parquet")
+                started.set()
+        except Exception as exc:
+            problems.append(f"churn: {type(exc).__name__}: {exc}")
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        assert started.wait(60)
+        for _ in range(3000 if storage.is_local else 100):
+            for prefix in ("t/a", "t/a/b"):
+                listed = [f.path for f in storage.list_files(prefix)]
+                # A local write's temp file may be caught on its way into place.
+                paths = [p for p in listed if not p.rsplit("/", 1)[-1].startswith(TEMP_PREFIX)]
+                assert paths in ([], ["t/a/b/part-1.parquet"]), listed
+    finally:
+        stop.set()
+        thread.join(30)
+    assert problems == []
+    assert [f.path for f in storage.list_files("t/keep")] == ["t/keep/part-0.parquet"]
