@@ -58,8 +58,13 @@ and stop at one that is missing: so a file is also kept while any statistics che
 (``lake_checkpoints``) has a watermark for its table below its id. An in-memory
 consumer without a checkpoint (the report, the reallocation loop between checkpoints)
 must pass a file within ``grace`` of its replacement; both update every few seconds.
-The manifest keeps the rows of deleted files (status ``replaced``), so the ids stay
-dense; a consumer rebuilt from watermark 0 after such a deletion meets the missing file.
+The manifest keeps the rows of deleted files (status ``replaced``, with ``replaced_by``),
+so the ids stay dense. A consumer that starts from nothing never reads a replaced file: it
+folds the lake as it was at one manifest id (:func:`lake.manifest.files_as_of`, compacted
+files included), then goes on incrementally. One that meets a deleted replaced file (a
+checkpoint older than the deletion, a consumer more than ``grace`` behind) starts again
+that way: keeping files for the checkpoints saves that rebuild, it is not needed for
+correctness.
 """
 
 from __future__ import annotations
