@@ -307,14 +307,44 @@ def _duration(flag: str, text: str) -> Any:
     return timedelta(seconds=seconds)
 
 
+# Experiments whose retention `compact` enforces: every one that has served traffic.
+RETENTION_STATUSES = ("running", "paused", "stopped")
+
+
+def store_retention_cutoffs(session_or_engine: Any, now: Any) -> dict[str, tuple[int, Any]]:
+    """The retention cutoffs of the store's experiments, for ``lake.retention.apply_retention``.
+
+    Reads the running, paused and stopped experiments' ``retention_days`` (one query,
+    through a SQLAlchemy ``Session``, ``Connection`` or ``Engine``); ``now`` is a
+    timezone-aware datetime. Returns name -> (id, ``now - retention_days``) for those
+    with a retention (:func:`lake.retention.retention_cutoffs`).
+    """
+    from sqlalchemy import Engine, select
+
+    from api.store.models import Experiment
+    from lake.retention import retention_cutoffs
+
+    query = select(Experiment.name, Experiment.id, Experiment.retention_days).where(
+        Experiment.status.in_(RETENTION_STATUSES), Experiment.retention_days.is_not(None)
+    )
+    if isinstance(session_or_engine, Engine):
+        with session_or_engine.connect() as conn:
+            rows = conn.execute(query).all()
+    else:
+        rows = session_or_engine.execute(query).all()
+    return retention_cutoffs({name: (eid, days) for name, eid, days in rows}, now)
+
+
 def cmd_compact(args: argparse.Namespace) -> None:
     import json
+    from datetime import UTC, datetime
 
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
     from lake.compaction import CompactionProgress, compact
     from lake.errors import LakeConfigError
+    from lake.retention import apply_retention
     from lake.storage import open_storage
 
     min_age = _duration("--min-age", args.min_age)
@@ -340,6 +370,9 @@ def cmd_compact(args: argparse.Namespace) -> None:
 
     engine = create_engine(settings.database_url)
     try:
+        # Retention first: expired rows are dropped before compaction would rewrite them.
+        cutoffs = store_retention_cutoffs(engine, datetime.now(UTC))
+        retention = apply_retention(engine, storage, cutoffs, grace=grace, progress=progress)
         summary = compact(engine, storage, min_age=min_age, grace=grace, progress=progress)
     except LakeConfigError as exc:
         raise CommandError(str(exc)) from exc
@@ -356,14 +389,17 @@ def cmd_compact(args: argparse.Namespace) -> None:
         if show:
             sys.stderr.write("\n")
     if args.json:
-        print(json.dumps(summary.to_dict()))  # noqa: T201
+        print(json.dumps({**summary.to_dict(), "retention": retention.to_dict()}))  # noqa: T201
         return
     versions = ", ".join(f"{t} v{v}" for t, v in summary.delta_versions.items() if v is not None)
+    dropped = ", ".join(f"{n} {t}" for t, n in retention.rows_dropped.items())
     print(  # noqa: T201
+        f"retention: {len(cutoffs)} experiments, rewrote {retention.files_rewritten} files "
+        f"into {retention.files_out}, dropped {dropped} rows; "
         f"compacted {summary.files_in} files into {summary.files_out} ({summary.rows} rows, "
         f"{summary.bytes_in} -> {summary.bytes_out} bytes) in {summary.seconds:.1f} s"
-        f"{'; Delta ' + versions if versions else ''}; deleted {summary.replaced_deleted} "
-        "replaced files"
+        f"{'; Delta ' + versions if versions else ''}; deleted "
+        f"{summary.replaced_deleted + retention.replaced_deleted} replaced files"
     )
 
 
@@ -457,7 +493,10 @@ def _parser() -> argparse.ArgumentParser:
     example.set_defaults(func=cmd_example_model)
     comp = sub.add_parser(
         "compact",
-        help="rewrite old small lake files as large sorted Delta files, delete replaced ones",
+        help=(
+            "apply the experiments' retention, rewrite old small lake files as large "
+            "sorted Delta files, delete replaced ones"
+        ),
     )
     comp.add_argument(
         "--min-age",

@@ -48,6 +48,12 @@ visible exactly once through the manifest at every moment, and the Delta tables 
 exactly the rows of the live compacted files, except between a crash after step 3 and
 the next run.
 
+Retention (:mod:`lake.retention`) rewrites files through the same steps, with a row
+filter: its inputs may be published files, which the Delta commit of step 3 removes in
+the commit that adds the outputs (a rollback adds them back), and it may keep no row at
+all (no output: the switch only replaces the inputs). A replaced published file is
+deleted after ``grace`` like a flush file.
+
 Cleanup, and the incremental consumers' contract
 ------------------------------------------------
 
@@ -110,6 +116,7 @@ __all__ = [
     "TARGET_FILE_BYTES",
     "CompactionProgress",
     "CompactionSummary",
+    "DropRows",
     "compact",
     "delta_schema",
     "delta_storage_options",
@@ -146,6 +153,8 @@ _ACTIVE: Final = ("started", "rolling_back")
 # Delta commits searched back for a compaction's own (concurrent compactors add a few).
 _HISTORY_SCAN: Final = 200
 _COMMIT_ATTEMPTS: Final = 5
+# Parent directory of the placeholder output path of a rewrite that keeps no row.
+_NO_OUTPUT_DIR: Final = "_no_output"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,23 @@ class _Intent:
     inputs: tuple[int, ...]
     rows: int
     status: str
+
+
+DropRows = Callable[[pa.Table], Any]
+"""Given the rows of a batch, a boolean array: True for a row to leave out (retention)."""
+
+
+def _no_output_path(table: str, token: str) -> str:
+    """The ``output_path`` of the one intent row of a rewrite that keeps no row at all.
+
+    Never written: it only names the compaction (its token) in ``lake_compactions``,
+    whose ``output_path`` is required and unique.
+    """
+    return f"{DELTA_DIR}/{table}/{_NO_OUTPUT_DIR}/part-{token}-000"
+
+
+def _is_no_output(path: str) -> bool:
+    return PurePosixPath(path).parent.name == _NO_OUTPUT_DIR
 
 
 # -- Delta tables ----------------------------------------------------------------------
@@ -289,11 +315,20 @@ def _delta_add(
     table: TableName,
     token: str,
     outputs: Sequence[tuple[str, int, str]],
+    removes: Sequence[tuple[str, int | None]] = (),
 ) -> int | None:
-    """Add ``(path, size, stats)`` files in one Delta commit; return its version."""
+    """Add ``(path, size, stats)`` files and remove ``(path, size)`` files in one Delta
+    commit; return its version (None when there is nothing to commit).
+
+    A compaction only adds; a retention rewrite (:mod:`lake.retention`) also removes the
+    published files it rewrote, in the same commit: that is what a Delta ``DELETE``
+    commits, so no Delta version holds a row twice or misses a kept one.
+    """
+    if not outputs and not removes:
+        return None
     dt = _open_delta(storage, table)
     now_ms = int(time.time() * 1000)
-    actions = [
+    actions: list[AddAction | RemoveAction] = [
         AddAction(
             _delta_relative(path, table),
             size,
@@ -303,6 +338,16 @@ def _delta_add(
             stats,
         )
         for path, size, stats in outputs
+    ]
+    actions += [
+        RemoveAction(
+            path=_delta_relative(path, table),
+            data_change=True,
+            deletion_timestamp=now_ms,
+            size=size,
+            partition_values={_PARTITION: _day_of(path)},
+        )
+        for path, size in removes
     ]
     return _commit(storage, table, dt, actions, token)
 
@@ -373,15 +418,35 @@ def _delta_active(storage: LakeStorage, table: TableName) -> set[str]:
 
 
 def _delta_remove(
-    storage: LakeStorage, table: TableName, paths: Sequence[str], token: str
+    storage: LakeStorage,
+    table: TableName,
+    paths: Sequence[str],
+    token: str,
+    restore: Sequence[str] = (),
 ) -> int | None:
+    """Undo a compaction's Delta commit: remove its outputs ``paths`` and add back the
+    published inputs ``restore`` that it removed (a retention rewrite), in one commit.
+
+    Only what needs it is touched (outputs still in the table, inputs missing from it),
+    so undoing a commit that never happened, or undoing twice, commits nothing.
+    """
     active = _delta_active(storage, table)
     gone = [p for p in paths if p in active]
-    if not gone:
+    back: list[tuple[str, int, str]] = []
+    for path in restore:
+        if path in active:
+            continue
+        size = _size_or_none(storage, path)
+        if size is None:
+            logger.error("Published file %s is live but missing; not added back.", path)
+            continue
+        columns = ["ts", "experiment"] if "experiment" in SCHEMAS[table].names else ["ts"]
+        back.append((path, size, _stats(storage.read_table(path, columns=columns))))
+    if not gone and not back:
         return None
     dt = _open_delta(storage, table)
     now_ms = int(time.time() * 1000)
-    actions = [
+    actions: list[AddAction | RemoveAction] = [
         RemoveAction(
             path=_delta_relative(path, table),
             data_change=True,
@@ -390,6 +455,12 @@ def _delta_remove(
             partition_values={_PARTITION: _day_of(path)},
         )
         for path in gone
+    ]
+    actions += [
+        AddAction(
+            _delta_relative(path, table), size, {_PARTITION: _day_of(path)}, now_ms, True, stats
+        )
+        for path, size, stats in back
     ]
     return _commit(storage, table, dt, actions, f"{token}:rollback")
 
@@ -444,12 +515,18 @@ def _token_of(path: str) -> str:
 
 
 def _build(
-    storage: LakeStorage, table: TableName, inputs: Sequence[FileEntry], token: str, max_rows: int
-) -> tuple[list[FileEntry], list[_Output]]:
+    storage: LakeStorage,
+    table: TableName,
+    inputs: Sequence[FileEntry],
+    token: str,
+    max_rows: int,
+    drop: DropRows | None = None,
+) -> tuple[list[FileEntry], list[_Output], int]:
     """Read ``inputs`` and cut them into sorted outputs, one or more per date.
 
     Returns the inputs actually read (a live file missing on storage is left out, and
-    stays live) and the outputs.
+    stays live), the outputs, and the rows left out because ``drop`` marked them (a
+    retention rewrite, :mod:`lake.retention`; none without ``drop``).
     """
     schema = SCHEMAS[table]
     read: list[FileEntry] = []
@@ -463,8 +540,13 @@ def _build(
         read.append(entry)
         parts.append(data.select(schema.names).cast(schema))
     if not parts:
-        return read, []
+        return read, [], 0
     rows = pa.concat_tables(parts)
+    dropped = 0
+    if drop is not None:
+        doomed = drop(rows)
+        dropped = int(pc.sum(pc.cast(doomed, pa.int64())).as_py() or 0)
+        rows = rows.filter(pc.invert(doomed))
     days = pc.cast(rows["ts"], pa.date32())
     outputs: list[_Output] = []
     seq = 0
@@ -475,7 +557,7 @@ def _build(
             seq += 1
             path = f"{DELTA_DIR}/{table}/{_PARTITION}={day:%Y-%m-%d}/part-{token}-{seq:03d}.parquet"
             outputs.append(_Output(path, day, selected.slice(start, max_rows)))
-    return read, outputs
+    return read, outputs, dropped
 
 
 # -- the steps of one compaction ---------------------------------------------------------
@@ -498,7 +580,11 @@ def _write_intents(
                     started_at=now,
                 )
             )
-            ids.append(int(result.inserted_primary_key[0]))
+            key = result.inserted_primary_key
+            if key is None:
+                msg = f"The manifest returned no id for the compaction of {out.path!r}."
+                raise RuntimeError(msg)
+            ids.append(int(key[0]))
     return ids
 
 
@@ -558,20 +644,86 @@ def _entry_of(storage: LakeStorage, table: TableName, path: str, size: int) -> F
     )
 
 
+def _published_inputs(engine: Engine, ids: Sequence[int]) -> dict[str, str]:
+    """The inputs among ``ids`` that are compaction outputs (in Delta): path -> status.
+
+    Only a retention rewrite has any; a compaction's inputs are flush files.
+    """
+    query = select(lake_files.c.path, lake_files.c.status).where(
+        lake_files.c.id.in_(list(ids)), lake_files.c.writer_id == COMPACTION_WRITER_ID
+    )
+    with engine.connect() as conn:
+        return {str(path): str(status) for path, status in conn.execute(query)}
+
+
+def _register_no_output(
+    engine: Engine, inputs: Sequence[int], compaction_ids: Sequence[int], delta_version: int | None
+) -> None:
+    """Switch a rewrite that kept no row: its inputs ``replaced`` (by nothing, so
+    ``replaced_by`` stays null) and its intent row ``committed``, in one transaction.
+
+    The counterpart of :func:`lake.manifest.register_compactions`, which requires an
+    output. Raises LakeConfigError, changing nothing, when an intent row is no longer
+    ``started`` or an input is no longer live.
+    """
+    wanted = sorted(set(inputs))
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            update(lake_compactions)
+            .where(
+                lake_compactions.c.id.in_(list(compaction_ids)),
+                lake_compactions.c.status == "started",
+            )
+            .values(status="committed", finished_at=now, delta_version=delta_version)
+        ).rowcount
+        if claimed != len(set(compaction_ids)):
+            msg = f"The compaction rows {list(compaction_ids)!r} are not all 'started' any more."
+            raise LakeConfigError(msg)
+        marked = conn.execute(
+            update(lake_files)
+            .where(lake_files.c.id.in_(wanted), lake_files.c.status == "live")
+            .values(status="replaced", replaced_at=now, replaced_by=None)
+        ).rowcount
+        if marked != len(wanted):
+            msg = f"Some of the files {wanted!r} are not live any more; nothing was replaced."
+            raise LakeConfigError(msg)
+
+
 def _rollback(storage: LakeStorage, engine: Engine, intents: Sequence[_Intent]) -> bool:
-    """Undo a compaction that will not be registered; False when another run owns it."""
+    """Undo a compaction that will not be registered; False when another run owns it.
+
+    Its outputs leave the Delta table and storage; the published inputs a retention
+    rewrite removed from the Delta table are added back (those still live), in the same
+    Delta commit.
+    """
     ids = [i.id for i in intents]
     claimed = _set_status(engine, ids, "rolling_back", only_from=_ACTIVE)
     if claimed == 0:
         return False
     table = intents[0].table
-    paths = [i.path for i in intents]
-    _delta_remove(storage, table, paths, _token_of(paths[0]))
+    token = _token_of(intents[0].path)
+    paths = [i.path for i in intents if not _is_no_output(i.path)]
+    restore = [
+        path
+        for path, status in _published_inputs(engine, intents[0].inputs).items()
+        if status == "live"
+    ]
+    _delta_remove(storage, table, paths, token, restore)
     for path in paths:
         storage.delete(path)
     _set_status(engine, ids, "rolled_back", only_from=("rolling_back",))
-    logger.info("Rolled back compaction %s of %s.", _token_of(paths[0]), table)
+    logger.info("Rolled back compaction %s of %s.", token, table)
     return True
+
+
+def _in_delta(engine: Engine, storage: LakeStorage, intents: Sequence[_Intent]) -> bool:
+    """Whether the compaction's Delta commit happened: its outputs are in the table and
+    the published inputs it rewrote (a retention rewrite) are not."""
+    active = _delta_active(storage, intents[0].table)
+    outputs = [i.path for i in intents if not _is_no_output(i.path)]
+    published = _published_inputs(engine, intents[0].inputs)
+    return all(p in active for p in outputs) and not any(p in active for p in published)
 
 
 def _finish(storage: LakeStorage, engine: Engine, intents: Sequence[_Intent]) -> bool:
@@ -580,20 +732,20 @@ def _finish(storage: LakeStorage, engine: Engine, intents: Sequence[_Intent]) ->
     if any(i.status != "started" for i in intents):
         _rollback(storage, engine, intents)
         return False
-    active = _delta_active(storage, table)
-    if not all(i.path in active for i in intents):
+    if not _in_delta(engine, storage, intents):
         _rollback(storage, engine, intents)
         return False
     token = _token_of(intents[0].path)
-    outputs = [_entry_of(storage, table, i.path, _size(storage, i.path)) for i in intents]
+    ids = [i.id for i in intents]
+    version = _delta_version_of(storage, table, token)
     try:
-        register_compactions(
-            engine,
-            outputs,
-            intents[0].inputs,
-            compaction_ids=[i.id for i in intents],
-            delta_version=_delta_version_of(storage, table, token),
-        )
+        if all(_is_no_output(i.path) for i in intents):
+            _register_no_output(engine, intents[0].inputs, ids, version)
+        else:
+            outputs = [_entry_of(storage, table, i.path, _size(storage, i.path)) for i in intents]
+            register_compactions(
+                engine, outputs, intents[0].inputs, compaction_ids=ids, delta_version=version
+            )
     except LakeConfigError:
         # Its inputs are no longer all live (or another run took the rows): undo it.
         _rollback(storage, engine, intents)
@@ -666,8 +818,16 @@ def _compact_batch(
     *,
     max_rows: int,
     after_step: Callable[[str], None] | None,
-) -> tuple[list[FileEntry], list[FileEntry], int | None] | None:
-    """One compaction; returns (inputs, outputs, Delta version), None when it backed off."""
+    drop: DropRows | None = None,
+) -> tuple[list[FileEntry], list[FileEntry], int | None, int] | None:
+    """One compaction; returns (inputs, outputs, Delta version, rows dropped), None when
+    it backed off or (with ``drop``, a retention rewrite) found no row to drop.
+
+    A retention rewrite may keep no row: its one intent row then names a placeholder
+    output (:func:`_no_output_path`), nothing is written, and the switch only replaces
+    the inputs. Its published inputs leave the Delta table in the commit that adds the
+    outputs.
+    """
     token = _token()
     # The candidates were listed before earlier batches ran, maybe beside a concurrent
     # compactor: drop the files taken since, before reading anything.
@@ -675,11 +835,14 @@ def _compact_batch(
     batch = [e for e in batch if e.id in live]
     if not batch:
         return None
-    read, outputs = _build(storage, table, batch, token, max_rows)
-    if not outputs:
+    read, outputs, dropped = _build(storage, table, batch, token, max_rows, drop)
+    if (drop is not None and dropped == 0) or not (outputs or dropped):
         return None
     inputs = [int(e.id or 0) for e in read]
-    ids = _write_intents(engine, table, inputs, outputs)
+    planned = outputs or [
+        _Output(_no_output_path(table, token), date.min, SCHEMAS[table].empty_table())
+    ]
+    ids = _write_intents(engine, table, inputs, planned)
     # Checked after our claim is committed: a compactor that claimed or replaced any of
     # these files before is seen here (its switch flips both at once), and one that
     # claims after sees ours.
@@ -690,8 +853,9 @@ def _compact_batch(
     step("intent")
     intents = [
         _Intent(i, table, o.path, tuple(sorted(inputs)), o.table.num_rows, "started")
-        for i, o in zip(ids, outputs, strict=True)
+        for i, o in zip(ids, planned, strict=True)
     ]
+    published = [(e.path, e.bytes) for e in read if e.writer_id == COMPACTION_WRITER_ID]
     try:
         entries: list[FileEntry] = []
         delta_files: list[tuple[str, int, str]] = []
@@ -712,11 +876,14 @@ def _compact_batch(
             )
             delta_files.append((out.path, size, _stats(out.table)))
         step("files")
-        version = _delta_add(storage, table, token, delta_files)
+        version = _delta_add(storage, table, token, delta_files, published)
         step("delta")
         _record_delta_version(engine, ids, version)
         step("recorded")
-        register_compactions(engine, entries, inputs, compaction_ids=ids, delta_version=version)
+        if entries:
+            register_compactions(engine, entries, inputs, compaction_ids=ids, delta_version=version)
+        else:
+            _register_no_output(engine, inputs, ids, version)
     except LakeConfigError:
         # Lost to a recovery run or a concurrent compactor: nothing of ours is live.
         _rollback(storage, engine, intents)
@@ -729,7 +896,7 @@ def _compact_batch(
             logger.exception("Could not clean up compaction %s; the next run will.", token)
         raise
     step("switch")
-    return read, entries, version
+    return read, entries, version, dropped
 
 
 def compact(
@@ -813,7 +980,7 @@ def compact(
             if result is None:
                 summary.lost_claims += 1
             else:
-                read, outputs, version = result
+                read, outputs, version, _dropped = result
                 summary.compactions += 1
                 summary.files_in += len(read)
                 summary.files_out += len(outputs)
@@ -854,25 +1021,32 @@ def remove_replaced(
 
     A file is deleted once it was replaced at least ``grace`` ago and every statistics
     checkpoint's watermark for its table has reached its id. Its manifest row stays.
+
+    A replaced compaction output (rewritten by retention, :mod:`lake.retention`) is
+    deleted after ``grace`` alone: no incremental consumer folds it. It left the Delta
+    table in the commit that replaced it, so this is the Delta table's vacuum too.
     """
     horizon = datetime.now(UTC) - grace
     files = size = 0
     for table in tables:
         floor = _checkpoint_floor(engine, table)
-        query = select(lake_files.c.id, lake_files.c.path, lake_files.c.replaced_at).where(
-            lake_files.c.table_name == table, lake_files.c.status == "replaced"
-        )
+        query = select(
+            lake_files.c.id, lake_files.c.path, lake_files.c.replaced_at, lake_files.c.writer_id
+        ).where(lake_files.c.table_name == table, lake_files.c.status == "replaced")
         with engine.connect() as conn:
             replaced = list(conn.execute(query))
         if not replaced:
             continue
         # One listing instead of a request per replaced file of the lake's history.
         present = {f.path: f.size for f in storage.list_files(table)}
-        for file_id, path, replaced_at in replaced:
+        if any(writer == COMPACTION_WRITER_ID for *_rest, writer in replaced):
+            present.update({f.path: f.size for f in storage.list_files(f"{DELTA_DIR}/{table}")})
+        for file_id, path, replaced_at, writer in replaced:
             if path not in present or replaced_at is None:
                 continue
             at = replaced_at.replace(tzinfo=UTC) if replaced_at.tzinfo is None else replaced_at
-            if at > horizon or (floor is not None and file_id > floor):
+            folded = writer == COMPACTION_WRITER_ID or floor is None or file_id <= floor
+            if at > horizon or not folded:
                 continue
             if storage.delete(path):
                 files += 1
