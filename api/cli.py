@@ -308,33 +308,6 @@ def _duration(flag: str, text: str) -> Any:
 
 
 # Experiments whose retention `compact` enforces: every one that has served traffic.
-RETENTION_STATUSES = ("running", "paused", "stopped")
-
-
-def store_retention_cutoffs(session_or_engine: Any, now: Any) -> dict[str, tuple[int, Any]]:
-    """The retention cutoffs of the store's experiments, for ``lake.retention.apply_retention``.
-
-    Reads the running, paused and stopped experiments' ``retention_days`` (one query,
-    through a SQLAlchemy ``Session``, ``Connection`` or ``Engine``); ``now`` is a
-    timezone-aware datetime. Returns name -> (id, ``now - retention_days``) for those
-    with a retention (:func:`lake.retention.retention_cutoffs`).
-    """
-    from sqlalchemy import Engine, select
-
-    from api.store.models import Experiment
-    from lake.retention import retention_cutoffs
-
-    query = select(Experiment.name, Experiment.id, Experiment.retention_days).where(
-        Experiment.status.in_(RETENTION_STATUSES), Experiment.retention_days.is_not(None)
-    )
-    if isinstance(session_or_engine, Engine):
-        with session_or_engine.connect() as conn:
-            rows = conn.execute(query).all()
-    else:
-        rows = session_or_engine.execute(query).all()
-    return retention_cutoffs({name: (eid, days) for name, eid, days in rows}, now)
-
-
 def cmd_compact(args: argparse.Namespace) -> None:
     import json
     from datetime import UTC, datetime
@@ -342,6 +315,7 @@ def cmd_compact(args: argparse.Namespace) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
+    from api.control.experiments import retention_cutoffs_of_store
     from lake.compaction import CompactionProgress, compact
     from lake.errors import LakeConfigError
     from lake.retention import apply_retention
@@ -371,7 +345,7 @@ def cmd_compact(args: argparse.Namespace) -> None:
     engine = create_engine(settings.database_url)
     try:
         # Retention first: expired rows are dropped before compaction would rewrite them.
-        cutoffs = store_retention_cutoffs(engine, datetime.now(UTC))
+        cutoffs = retention_cutoffs_of_store(engine, datetime.now(UTC))
         retention = apply_retention(engine, storage, cutoffs, grace=grace, progress=progress)
         summary = compact(engine, storage, min_age=min_age, grace=grace, progress=progress)
     except LakeConfigError as exc:

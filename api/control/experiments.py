@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -21,6 +23,7 @@ from api.schemas import (
 from api.store.models import AuditEvent, Experiment
 from bandit.config import policy_from_dict
 from bandit.policy import PolicyConfig
+from lake.retention import retention_cutoffs
 
 __all__ = [
     "TRANSITIONS",
@@ -28,6 +31,7 @@ __all__ = [
     "get_experiment",
     "list_experiments",
     "patch_experiment",
+    "retention_cutoffs_of_store",
     "to_out",
 ]
 
@@ -304,3 +308,27 @@ def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
         created_at=experiment.created_at,
         updated_at=experiment.updated_at,
     )
+
+
+# Experiments whose rows the lake still holds; a draft has served nothing.
+RETENTION_STATUSES = ("running", "paused", "stopped")
+
+
+def retention_cutoffs_of_store(
+    store: Session | Connection | Engine, now: datetime
+) -> dict[str, tuple[int, datetime]]:
+    """The retention cutoffs of the store's experiments, for ``lake.retention.apply_retention``.
+
+    Reads the running, paused and stopped experiments' ``retention_days`` (one query);
+    ``now`` is timezone-aware. Returns name -> (id, ``now - retention_days``) for those
+    with a retention (:func:`lake.retention.retention_cutoffs`).
+    """
+    query = select(Experiment.name, Experiment.id, Experiment.retention_days).where(
+        Experiment.status.in_(RETENTION_STATUSES), Experiment.retention_days.is_not(None)
+    )
+    if isinstance(store, Engine):
+        with store.connect() as conn:
+            rows = conn.execute(query).all()
+    else:
+        rows = store.execute(query).all()
+    return retention_cutoffs({name: (eid, days) for name, eid, days in rows}, now)

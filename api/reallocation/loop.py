@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.control import allocation_versions, leases
+from api.control.experiments import retention_cutoffs_of_store
 from api.errors import ConflictError
 from api.reallocation.lake_views import LakeStats, VariantView, bandit_kind
 from api.settings import Settings
@@ -41,6 +42,7 @@ from bandit.allocation import allocate
 from bandit.bayesian import bayes_summary
 from bandit.guardrails import ArmHealth, check_guardrails
 from lake.compaction import CompactionSummary, compact
+from lake.retention import apply_retention
 
 __all__ = ["LeaseLost", "Reallocator"]
 
@@ -286,7 +288,8 @@ class Reallocator:
         return done
 
     def compact_if_due(self) -> CompactionSummary | None:
-        """Compact the lake if ``compact_every_s`` has passed since this holder last did.
+        """Apply the experiments' retention and compact the lake, if ``compact_every_s``
+        has passed since this holder last did.
 
         Runs under the lease, renewed between the compaction's steps; a holder that
         loses it stops after the step in progress (the next run recovers a compaction
@@ -302,6 +305,18 @@ class Reallocator:
             self.renew()
 
         try:
+            # Retention first, so expired rows are not compacted before being dropped.
+            with self._session_factory() as session:
+                cutoffs = retention_cutoffs_of_store(session, datetime.now(UTC))
+            retention = apply_retention(
+                self.stats.engine,
+                self.stats.storage,
+                cutoffs,
+                grace=timedelta(seconds=self._settings.compact_grace_s),
+                after_step=step,
+            )
+            if retention.rewrites:
+                log.info("retention dropped %s rows", retention.rows_dropped)
             summary = compact(
                 self.stats.engine,
                 self.stats.storage,

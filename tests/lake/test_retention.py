@@ -19,7 +19,7 @@ import pytest
 from deltalake import DeltaTable
 from sqlalchemy import Engine, create_engine, insert, select, update
 
-from api.cli import store_retention_cutoffs
+from api.control.experiments import retention_cutoffs_of_store
 from api.store.migrate import upgrade
 from api.store.models import Experiment
 from lake.compaction import compact, delta_storage_options, delta_uri, recover
@@ -417,7 +417,7 @@ def test_compact_command_applies_the_stores_retention(tmp_path: Path, database_u
             ],
         )
     now = datetime.now(UTC)
-    assert set(store_retention_cutoffs(engine, now)) == {"alpha"}
+    assert set(retention_cutoffs_of_store(engine, now)) == {"alpha"}
     lake = tmp_path / "lake"
     old, recent = now - timedelta(days=10), now - timedelta(days=1)
     writer = LakeWriter(lake, engine, table="predictions", flush_interval_s=3600)
