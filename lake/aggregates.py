@@ -7,12 +7,34 @@ State kept between updates, all bounded by the feedback lookback rather than his
 - *orphans*: feedback whose prediction has not been flushed yet;
 - *rewarded*: request ids already counted, so a duplicate never counts twice.
 
-Which files are folded is the manifest's contract (:mod:`lake.manifest`): every file
-registered since the watermark, whatever its status, except compaction outputs, so each
-row is counted once from the flush file that first held it, before or after compaction.
-A listed file missing on disk stops the update there with :class:`LakeReadError`: the
-files before it are folded, the watermark stays before it, and a later update resumes
-from it once it is back (or after the statistics are rebuilt).
+Which files are folded is the manifest's contract (:mod:`lake.manifest`). An aggregator
+that has folded nothing yet starts from the lake as it is: the files live at the
+manifest's highest id ``M`` (:func:`lake.manifest.files_as_of`, compacted files included,
+never a replaced one), folded in order of their rows' earliest time; its watermarks are
+then each table's highest id at ``M``. From there each update folds every file registered
+since the watermark, whatever its status, except compaction outputs, so each row is
+counted once, from the flush file that first held it or from the compacted file that held
+it at ``M``.
+
+That start is all or nothing: a file of it missing on disk (or unreadable) raises
+:class:`LakeReadError` and leaves the aggregator as it was, watermarks 0, and the next
+update starts again. Past the start, a listed file missing on disk stops the update there
+with :class:`LakeReadError`: the files before it are folded, the watermark stays before
+it, and a later update resumes from it once it is back; but when the missing file is
+``replaced`` (a compactor deleted it: the aggregator comes from a checkpoint older than
+that, or fell behind for longer than the grace period), its rows are in a live file, so
+the aggregator starts again from the lake as it is (a warning says so), and keeps its
+state if that fails.
+
+Folding compacted files (sorted by experiment and time, cut anywhere) instead of the flush
+files gives the same statistics: files are folded by their earliest row; feedback folded
+before its prediction waits as an orphan and is matched with every row of the request
+folded with the first one (arm and shadows); and expiry is held back to the earliest row
+of the files not folded yet, so nothing that could still match expires early. Limits: of
+two feedbacks of one request, the first processed counts, which after compaction means
+the first by time (the flush order is lost); a prediction flushed more than a lookback
+after its feedback is matched by a start though it was not as it came; and sums may
+differ in their last bits, being added in another order.
 
 The whole state (:class:`AggregatorState`: watermarks, totals, and the pending, orphan
 and counted requests with their expiry order) is taken with :meth:`LakeAggregator.state`
@@ -27,33 +49,44 @@ matched with their feedback, scored by :meth:`lake.rewards.RewardRule.expr`.
 
 A request's first feedback counts (first processed; within one file, first by time).
 Failed predictions count as served and as errors, never as rewarded. A shadow row is
-scored with its request's feedback when it is flushed no later than that feedback is
-processed (normally it shares the arm row's flush).
+scored with its request's feedback when it is folded no later than the request is matched
+(normally it shares the arm row's flush): with the feedback, or with the first of the
+request's rows when its feedback came first.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
 import pyarrow as pa
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from bandit.ipw import IpwStats
 from bandit.stats import ArmStats
 from lake.errors import LakeReadError
 from lake.health import Health, health_by_key
-from lake.manifest import FileEntry, files_since, is_compaction_output
+from lake.manifest import (
+    FileEntry,
+    files_as_of,
+    files_since,
+    is_compaction_output,
+    lake_files,
+    last_file_ids,
+)
 from lake.rewards import RewardRule
 from lake.storage import LakeStorage, open_storage
 from lake.variants import ArmKey, VariantVersionStats, VariantView
 
 __all__ = ["AggregatorState", "Entry", "LakeAggregator"]
+
+logger = logging.getLogger(__name__)
 
 # (experiment, variant, role, version, propensity, prediction, ts in µs) of a prediction.
 Entry = tuple[str, str, str, int, float, float | None, int]
@@ -61,6 +94,10 @@ Entry = tuple[str, str, str, int, float, float | None, int]
 _CHUNK_ROWS = 1_000_000
 _KEY: Final = ("experiment", "variant", "role", "allocation_version")
 _ZERO: Final = VariantVersionStats()
+# Starts from the lake as it is, in one update, when a file of the start is replaced and
+# deleted meanwhile (a newer manifest snapshot holds its replacement instead).
+_START_ATTEMPTS: Final = 3
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COLUMNS: dict[str, list[str]] = {
     "predictions": [
@@ -127,6 +164,27 @@ class AggregatorState:
     rewarded_order: deque[tuple[int, str]]
 
 
+class _MissingFileError(LakeReadError):
+    """A listed file is not on disk (``entry`` says which)."""
+
+    def __init__(self, message: str, entry: FileEntry) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+def _epoch_us(value: datetime | None) -> int:
+    # An empty file (no time) sorts first.
+    if value is None:
+        return -(2**62)
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _start_order(entries: list[FileEntry]) -> list[FileEntry]:
+    """The files of a start in the order they are folded: by their earliest row, as the
+    flush files came in (a compacted file spans a date at most)."""
+    return sorted(entries, key=lambda e: (_epoch_us(e.min_ts), int(e.id or 0)))
+
+
 def _rows(frame: pl.DataFrame) -> Iterator[tuple[Any, ...]]:
     # Column lists zipped: several times faster than DataFrame.iter_rows.
     return zip(*(frame.get_column(name).to_list() for name in frame.columns), strict=True)
@@ -168,6 +226,8 @@ class LakeAggregator:
         self._rewarded_order: deque[tuple[int, str]] = deque()
         self._latest = 0
         self._rows = 0
+        # While starting from the lake as it is: the manifest id it is taken at.
+        self._start_at: int | None = None
 
     def state(self) -> AggregatorState:
         """A snapshot of the whole state (copies of the containers: O(state), no row I/O)."""
@@ -250,17 +310,43 @@ class LakeAggregator:
     ) -> int:
         """Fold in every file registered since the last update; return the rows read.
 
-        Files are folded in manifest order, a chunk at a time; each table's watermark
-        advances after every chunk, so an interrupted catch-up resumes where it stopped.
-        ``progress`` is called after each chunk (a lease holder renews its lease there);
-        an exception it raises stops the update between chunks, the state consistent.
+        An aggregator that has folded nothing yet (watermarks 0) starts from the lake as it
+        is, all at once (see the module docstring). Otherwise files are folded in manifest
+        order, a chunk at a time; each table's watermark advances after every chunk, so an
+        interrupted catch-up resumes where it stopped. ``progress`` is called after each
+        chunk (a lease holder renews its lease there); an exception it raises stops the
+        update between chunks, the state consistent (a start is then dropped whole).
 
         Raises
         ------
         LakeReadError
             When a file to fold is missing on disk or unreadable. The files before it
-            are folded and the watermark stops before it; nothing of it is counted.
+            are folded and the watermark stops before it; nothing of it is counted. A
+            start from the lake as it is folds nothing then. A missing ``replaced`` file
+            does not raise: the aggregator starts again from the lake as it is instead.
         """
+        if not any(self._watermark.values()):
+            return self._restart(rules, progress)
+        try:
+            return self._advance(rules, progress)
+        except _MissingFileError as exc:
+            if not self._is_replaced(exc.entry):
+                raise
+            logger.warning(
+                "The replaced %s file %r (manifest id %d) is gone from %r, so the statistics "
+                "at watermarks %s cannot go on; they are rebuilt from the lake as it is.",
+                exc.entry.table,
+                exc.entry.path,
+                exc.entry.id,
+                self._storage.uri,
+                self._watermark,
+            )
+            return self._restart(rules, progress)
+
+    # -- internals ------------------------------------------------------------------
+
+    def _advance(self, rules: Mapping[str, RewardRule], progress: Callable[[], None] | None) -> int:
+        """Fold the files registered after the watermarks (compaction outputs skipped)."""
         new = files_since(self._engine, "predictions", self._watermark["predictions"])
         new += files_since(self._engine, "feedback", self._watermark["feedback"])
         new.sort(key=lambda e: int(e.id or 0))
@@ -277,8 +363,12 @@ class LakeAggregator:
                 None,
             )
         if missing is not None:
+            gone = new[missing]
+            if self._is_replaced(gone):
+                # Its rows are elsewhere: the caller starts again, nothing here is folded.
+                raise _MissingFileError(self._missing_message(gone), gone)
             # Fold up to the gap, never past it: rows not read must not be skipped for good.
-            new, gone = new[:missing], new[missing]
+            new = new[:missing]
         rows = 0
         chunk: list[FileEntry] = []
         size = 0
@@ -293,29 +383,125 @@ class LakeAggregator:
         if chunk:
             rows += self._fold(chunk, rules)
         if missing is not None:
-            raise LakeReadError(self._missing_message(gone))
+            raise _MissingFileError(self._missing_message(gone), gone)
         return rows
 
-    # -- internals ------------------------------------------------------------------
+    def _restart(self, rules: Mapping[str, RewardRule], progress: Callable[[], None] | None) -> int:
+        """Start from the lake as it is, in a new aggregator taken over once it succeeded.
+
+        A file of the start that is replaced and deleted meanwhile (a compactor with a short
+        grace period) makes it start again at a newer manifest id; any other missing or
+        unreadable file raises, and this aggregator is left as it was.
+        """
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            fresh = LakeAggregator(self._engine, self._storage, lookback=self.lookback)
+            try:
+                rows = fresh._start(rules, progress)
+            except _MissingFileError as exc:
+                if attempt == _START_ATTEMPTS or not self._is_replaced(exc.entry):
+                    raise
+                continue
+            self._take(fresh)
+            return rows
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start(self, rules: Mapping[str, RewardRule], progress: Callable[[], None] | None) -> int:
+        """Fold the files live at the manifest's highest id, compacted ones included.
+
+        In :func:`_start_order`, expiry held back to the earliest row of the files still to
+        fold: a request waiting for feedback (or feedback waiting for its request) within
+        the lookback stays until it is matched, as in a fold of the flush files as they
+        came. The watermarks are set at the end.
+        """
+        marks = {t: m for t, m in last_file_ids(self._engine).items() if t in _COLUMNS}
+        top = max(marks.values(), default=0)
+        if top == 0:
+            return 0
+        self._start_at = top
+        entries = [e for table in _COLUMNS for e in files_as_of(self._engine, table, top)]
+        entries = _start_order(entries)
+        # Expiry never passes the earliest row still to fold: what it could match stays.
+        horizons = [_epoch_us(e.min_ts) for e in entries]
+        if self._storage.is_local:
+            for entry in entries:
+                if not self._storage.exists(entry.path):
+                    raise _MissingFileError(self._missing_message(entry), entry)
+        rows = 0
+        chunk: list[FileEntry] = []
+        size = 0
+        for i, entry in enumerate(entries):
+            chunk.append(entry)
+            size += entry.rows
+            last = i + 1 == len(entries)
+            if size >= _CHUNK_ROWS or last:
+                horizon = None if last else horizons[i + 1]
+                rows += self._fold(chunk, rules, outputs=True, horizon=horizon)
+                chunk, size = [], 0
+                if progress is not None and not last:
+                    progress()
+        for table in _COLUMNS:
+            folded = [int(e.id or 0) for e in entries if e.table == table]
+            self._watermark[table] = max([marks.get(table, 0), *folded])
+        self._start_at = None
+        return rows
+
+    def _take(self, other: LakeAggregator) -> None:
+        """Take over the state of ``other`` (same store, storage and lookback)."""
+        self._watermark = other._watermark
+        self._totals = other._totals
+        self._matched = other._matched
+        self._pending = other._pending
+        self._pending_order = other._pending_order
+        self._orphans = other._orphans
+        self._orphan_order = other._orphan_order
+        self._rewarded = other._rewarded
+        self._rewarded_order = other._rewarded_order
+        self._latest = other._latest
+        self._rows = other._rows
+
+    def _is_replaced(self, entry: FileEntry) -> bool:
+        """Whether the manifest says ``entry`` is replaced now (its rows live elsewhere)."""
+        query = select(lake_files.c.status).where(lake_files.c.id == entry.id)
+        with self._engine.connect() as conn:
+            status = conn.execute(query).scalar_one_or_none()
+        return status == "replaced"
 
     @staticmethod
     def _reads(entry: FileEntry) -> bool:
         # Replaced files are read too; compaction outputs repeat rows of earlier files.
         return entry.table in _COLUMNS and not is_compaction_output(entry)
 
+    def _stop_note(self, entry: FileEntry) -> str:
+        if self._start_at is not None:
+            return (
+                f"nothing of the lake as of manifest id {self._start_at} is counted: the "
+                "statistics are left as they were"
+            )
+        return f"the statistics stop before it, at watermark {self._watermark[entry.table]}"
+
     def _missing_message(self, entry: FileEntry) -> str:
         return (
             f"The {entry.table} file {entry.path!r} (manifest id {entry.id}) is listed in the "
-            f"manifest but missing under {self._storage.uri!r}; the statistics stop before it, "
-            f"at watermark {self._watermark[entry.table]}."
+            f"manifest but missing under {self._storage.uri!r}; {self._stop_note(entry)}."
         )
 
-    def _fold(self, chunk: list[FileEntry], rules: Mapping[str, RewardRule]) -> int:
+    def _fold(
+        self,
+        chunk: list[FileEntry],
+        rules: Mapping[str, RewardRule],
+        *,
+        outputs: bool = False,
+        horizon: int | None = None,
+    ) -> int:
+        """Fold ``chunk``: compaction outputs too when ``outputs``; expiry held back to
+        ``horizon`` (µs) when given."""
         # Every file is read before any is counted, so a file that vanishes or is corrupt
         # leaves the statistics and the watermarks as they were.
         frames: dict[str, pl.DataFrame | None] = {}
         for table, columns in _COLUMNS.items():
-            entries = [e for e in chunk if e.table == table and self._reads(e)]
+            entries = [
+                e for e in chunk if e.table == table and (outputs or not is_compaction_output(e))
+            ]
             frames[table] = self._read(entries, columns) if entries else None
         health = self._health(frames["predictions"])
         rows = self._fold_predictions(frames["predictions"])
@@ -327,7 +513,7 @@ class LakeAggregator:
         for entry in chunk:
             table = entry.table
             self._watermark[table] = max(self._watermark[table], int(entry.id or 0))
-        self._expire()
+        self._expire(horizon)
         self._rows += rows
         return rows
 
@@ -339,12 +525,11 @@ class LakeAggregator:
             try:
                 tables.append(self._storage.read_table(entry.path, columns=columns))
             except FileNotFoundError as exc:
-                raise LakeReadError(self._missing_message(entry)) from exc
+                raise _MissingFileError(self._missing_message(entry), entry) from exc
             except (OSError, pa.ArrowException) as exc:
                 msg = (
                     f"The {entry.table} file {entry.path!r} (manifest id {entry.id}) cannot be "
-                    f"read ({exc}); the statistics stop before it, at watermark "
-                    f"{self._watermark[entry.table]}."
+                    f"read ({exc}); {self._stop_note(entry)}."
                 )
                 raise LakeReadError(msg) from exc
         return pl.from_arrow(pa.concat_tables(tables))  # type: ignore[return-value]
@@ -377,6 +562,9 @@ class LakeAggregator:
             )
         )
         rewarded, pending, orphans = self._rewarded, self._pending, self._orphans
+        # Requests whose feedback came first: matched once all the fold's rows are pending,
+        # so an arm row and its shadows are scored together, whichever sorts first.
+        waiting: list[str] = []
         for rid, experiment, variant, role, version, propensity, prediction, ts in _rows(ok):
             if ts > self._latest:
                 self._latest = ts
@@ -387,11 +575,13 @@ class LakeAggregator:
             if found is None:
                 pending[rid] = (entry,)
                 self._pending_order.append((ts, rid))
+                if rid in orphans:
+                    waiting.append(rid)
             else:
                 pending[rid] = (*found, entry)
-            if rid in orphans:
-                fts, reward, label = orphans.pop(rid)
-                self._match(rid, fts, reward, label)
+        for rid in waiting:
+            fts, reward, label = orphans.pop(rid)
+            self._match(rid, fts, reward, label)
         return frame.height
 
     def _fold_feedback(self, frame: pl.DataFrame | None) -> int:
@@ -461,8 +651,10 @@ class LakeAggregator:
             )
         return out
 
-    def _expire(self) -> None:
-        cutoff = self._latest - self._lookback_us
+    def _expire(self, horizon: int | None = None) -> None:
+        # ``horizon``: the earliest row still to fold; nothing it could match expires.
+        latest = self._latest if horizon is None else min(self._latest, horizon)
+        cutoff = latest - self._lookback_us
         for order, store in (
             (self._pending_order, self._pending),
             (self._orphan_order, self._orphans),

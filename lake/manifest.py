@@ -6,14 +6,23 @@ a compactor marks its inputs ``replaced`` and its output ``live`` in one transac
 (:func:`register_compaction`); readers take the live list as a snapshot. So a reader never
 sees a half-written file, and never a row twice.
 
-Incremental consumers (the aggregates) follow one contract instead: they fold every file
-:func:`files_since` returns, *whatever its status*, except compaction outputs
-(:func:`is_compaction_output`), which hold only rows of files registered before them. Each
-row is then folded exactly once, from the flush file that first held it, however
-compaction and the consumer's updates interleave. It asks one thing of the compactor: a
-replaced file stays on disk until every incremental consumer has passed it (its grace
-period); a consumer that meets a listed file missing on disk stops there
-(:class:`lake.errors.LakeReadError`) rather than move past rows it never read.
+Incremental consumers (the aggregates) follow one contract instead. A consumer that
+starts from nothing takes the lake as it was at one manifest id ``M`` (the highest id when
+it starts, :func:`last_file_ids`): the files :func:`files_as_of` returns, those registered
+up to ``M`` that were live then, compaction outputs included (``replaced_by``, the id of
+the file that replaced one, says when it stopped being live). It folds them, keeps ``M``
+as its watermark, and from then on folds every file :func:`files_since` returns, *whatever
+its status*, except compaction outputs (:func:`is_compaction_output`): an output holds
+only rows of files registered before it, either up to ``M`` and live at ``M`` (folded at
+the start) or after ``M`` (folded from them). Each row is then folded exactly once,
+however compaction and the consumer's updates interleave, and a consumer starting from
+nothing never needs a replaced file. It asks one thing of the compactor: a replaced file
+stays on disk until every running consumer has passed it (its grace period). A consumer
+that meets a listed file missing on disk stops there (:class:`lake.errors.LakeReadError`)
+rather than move past rows it never read, unless that file is ``replaced``: its rows are
+then in a live file (or were dropped on purpose), so the consumer starts again from
+nothing (a checkpoint older than the deletion, a consumer left behind for longer than
+the grace period).
 
 ``metadata`` is shared with the service's ORM models (their ``DeclarativeBase`` uses this
 object), so Alembic sees one schema. The functions here use SQLAlchemy Core only and run
@@ -40,6 +49,7 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    func,
     insert,
     select,
     update,
@@ -52,12 +62,14 @@ __all__ = [
     "NAMING_CONVENTION",
     "FileEntry",
     "FileStatus",
+    "files_as_of",
     "files_since",
     "is_compaction_output",
     "is_registered",
     "lake_checkpoints",
     "lake_compactions",
     "lake_files",
+    "last_file_ids",
     "live_files",
     "metadata",
     "register_compaction",
@@ -484,6 +496,68 @@ def files_since(engine: Engine, table: str, after_id: int) -> list[FileEntry]:
         select(lake_files)
         .where(lake_files.c.table_name == table, lake_files.c.id > after_id)
         .order_by(lake_files.c.id)
+    )
+    with engine.connect() as conn:
+        return [_entry(row) for row in conn.execute(query)]
+
+
+def last_file_ids(engine: Engine) -> dict[str, int]:
+    """Return the highest manifest id of each table, whatever the file's status.
+
+    One query: a consistent snapshot. Tables without a file are left out; the largest value
+    is the manifest's highest id (ids are shared by the tables).
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store.
+
+    Returns
+    -------
+    dict[str, int]
+    """
+    query = select(lake_files.c.table_name, func.max(lake_files.c.id)).group_by(
+        lake_files.c.table_name
+    )
+    with engine.connect() as conn:
+        return {str(table): int(top) for table, top in conn.execute(query) if top is not None}
+
+
+def files_as_of(engine: Engine, table: str, as_of: int) -> list[FileEntry]:
+    """Return the files of a table that were live when ``as_of`` was the highest id.
+
+    Those registered up to ``as_of`` and not yet replaced then: ``live`` now, or
+    ``replaced`` by a file registered after ``as_of`` (``replaced_by``; a compaction's
+    outputs always get larger ids than its inputs). Compaction outputs are included. Their
+    rows are the rows of the lake at that point, each once: what a consumer starting from
+    nothing folds (the module docstring states the contract). A replaced file without
+    ``replaced_by`` (replaced by nothing, as when a retention rewrite kept none of its rows)
+    counts as replaced at every id.
+
+    Parameters
+    ----------
+    engine
+        Engine of the SQL store.
+    table
+        Table name.
+    as_of
+        A manifest id, normally the highest one (:func:`last_file_ids`) read just before:
+        the files a compaction replaced in between are still returned, and its outputs not.
+
+    Returns
+    -------
+    list[FileEntry]
+        Ordered by id.
+    """
+    c = lake_files.c
+    query = (
+        select(lake_files)
+        .where(
+            c.table_name == table,
+            c.id <= as_of,
+            (c.status == "live") | ((c.status == "replaced") & (c.replaced_by > as_of)),
+        )
+        .order_by(c.id)
     )
     with engine.connect() as conn:
         return [_entry(row) for row in conn.execute(query)]

@@ -283,9 +283,10 @@ def test_a_fence_that_fails_writes_nothing(store: Engine, root: Path) -> None:
 def test_a_file_deleted_after_the_checkpoint_stops_the_resumed_statistics(
     store: Engine, root: Path, storage: LakeStorage, writers: tuple[LakeWriter, LakeWriter]
 ) -> None:
-    """A file after the checkpoint's watermark gone from disk (a compactor that did not wait
-    for the checkpoint) stops the resumed aggregator there, its state kept, as any
-    incremental consumer; once the file is back it goes on and agrees with a fresh one."""
+    """A live file after the checkpoint's watermark gone from disk (lost, not replaced: a
+    replaced one makes the aggregator rebuild, tests/lake/test_aggregates_rebuild.py) stops
+    the resumed aggregator there, its state kept, as any incremental consumer; once the
+    file is back it goes on and agrees with a fresh one."""
     preds, fbs = writers
     rng = np.random.default_rng(3)
     holder = LakeAggregator(store, root, lookback=LOOKBACK)

@@ -193,6 +193,43 @@ def _three_files(engine: Engine, root: str) -> list[FileEntry]:
     return files_since(engine, "predictions", 0)
 
 
+def _started(engine: Engine, root: str) -> LakeAggregator:
+    """An aggregator past its start (one feedback file folded): it goes on file by file."""
+    with LakeWriter(root, engine, table="feedback") as writer:
+        writer.append(feedback("nobody"))
+        writer.flush()
+    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    assert aggregator.update(RULES) == 1
+    assert aggregator.watermarks["feedback"] > 0
+    return aggregator
+
+
+def test_a_start_with_a_file_missing_folds_nothing_until_it_is_back(
+    engine: Engine, root: str, storage: LakeStorage
+) -> None:
+    """Starting from nothing is all or nothing: a live file missing (lost in a crash) stops
+    it before anything is counted, the watermarks at 0, on both backends."""
+    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    _first, gone, last = _three_files(engine, root)
+    aside = storage.read_bytes(gone.path)
+    assert storage.delete(gone.path)
+    for _ in range(2):
+        with pytest.raises(LakeReadError) as caught:
+            aggregator.update(RULES)
+        assert str(caught.value) == (
+            f"The predictions file {gone.path!r} (manifest id {gone.id}) is listed in the "
+            f"manifest but missing under {storage.uri!r}; nothing of the lake as of manifest "
+            f"id {last.id} is counted: the statistics are left as they were."
+        )
+        assert aggregator.watermarks == {"predictions": 0, "feedback": 0}
+        assert (_counts(aggregator), aggregator.rows, aggregator.pending) == ((0, 0, 0), 0, 0)
+    storage.write_bytes(gone.path, aside)
+    assert aggregator.update(RULES) == 30
+    assert aggregator.watermarks == {"predictions": last.id, "feedback": 0}
+    assert _counts(aggregator)[0] == 30
+    assert aggregator.update(RULES) == 0
+
+
 def test_a_listed_file_missing_in_storage_stops_the_watermark(
     engine: Engine, root: str, storage: LakeStorage, request: pytest.FixtureRequest
 ) -> None:
@@ -207,7 +244,7 @@ def test_a_listed_file_missing_in_storage_stops_the_watermark(
                 ),
             )
         )
-    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    aggregator = _started(engine, root)
     first, gone, last = _three_files(engine, root)
     aside = storage.read_bytes(gone.path)
     assert storage.delete(gone.path)
@@ -234,7 +271,7 @@ def test_a_missing_file_is_never_skipped_and_is_folded_once_it_is_back(
     engine: Engine, root: str, storage: LakeStorage
 ) -> None:
     # What holds on both backends, however far the fold got before the gap.
-    aggregator = LakeAggregator(engine, root, lookback=timedelta(hours=1))
+    aggregator = _started(engine, root)
     _first, gone, last = _three_files(engine, root)
     aside = storage.read_bytes(gone.path)
     assert storage.delete(gone.path)
