@@ -22,12 +22,12 @@ warning: :func:`load_checkpoint` returns ``None`` and the caller folds the lake 
 start, as if there were none.
 
 The manifest contract (:mod:`lake.manifest`) applies to a checkpoint as to any
-incremental consumer: the files registered after its watermarks must still be readable,
-so a compactor must keep the replaced files above :func:`oldest_watermarks` on disk. If
-one is deleted anyway, the resumed aggregator stops before it with
-:class:`lake.errors.LakeReadError` and keeps its state: rebuilding from the start would
-need that same file (folding from watermark 0 reads every flush file after it too), so it
-is not attempted; the statistics stay at the checkpoint until the file is back.
+incremental consumer: resuming reads the files registered after its watermarks, so the
+compactor keeps the replaced files above :func:`oldest_watermarks` on storage. If one
+is deleted anyway (its grace period ended first), the resumed aggregator meets a
+replaced file that is gone and rebuilds from the lake as of one manifest id
+(:func:`lake.manifest.files_as_of`: the compacted files instead of the ones they
+replaced); keeping the files only saves that rebuild.
 """
 
 from __future__ import annotations
