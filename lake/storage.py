@@ -59,6 +59,7 @@ __all__ = [
     "OperationStats",
     "StoredFile",
     "check_uri",
+    "fsync_dir",
     "open_storage",
 ]
 
@@ -314,8 +315,9 @@ class LakeStorage:
             }
 
 
-def _fsync_dir(directory: Path) -> None:
-    # Makes a rename durable; directories cannot be opened on some platforms.
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or a new entry in ``directory`` durable (best effort: some platforms
+    cannot open a directory)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -370,7 +372,7 @@ class LocalStorage(LakeStorage):
         directory.mkdir(parents=True, exist_ok=True)
         # New directory entries are only durable once their parents are synced.
         for created in missing:
-            _fsync_dir(created.parent)
+            fsync_dir(created.parent)
         with self._dirs_lock:
             self._known_dirs.add(directory)
 
@@ -415,7 +417,7 @@ class LocalStorage(LakeStorage):
                 raise
             finally:
                 temp.unlink(missing_ok=True)
-            _fsync_dir(directory)
+            fsync_dir(directory)
             moved.append(size)
         return size
 
@@ -432,13 +434,13 @@ class LocalStorage(LakeStorage):
                 os.replace(temp, final)
             finally:
                 temp.unlink(missing_ok=True)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             moved.append(len(data))
 
     def delete(self, path: str) -> bool:
         deleted = super().delete(path)
         if deleted:
-            _fsync_dir(Path(self.location(path)).parent)
+            fsync_dir(Path(self.location(path)).parent)
         return deleted
 
     def duckdb_source(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> str:

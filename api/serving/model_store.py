@@ -32,7 +32,7 @@ from typing import Final
 import pyarrow as pa
 
 from api.errors import UnavailableError
-from lake.storage import LakeStorage, LocalStorage, open_storage
+from lake.storage import LakeStorage, LocalStorage, fsync_dir, open_storage
 
 __all__ = [
     "Backoff",
@@ -134,19 +134,6 @@ def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
 
@@ -281,7 +268,7 @@ class ModelStore:
         # fsync first, so a crash never leaves a truncated model under a valid name.
         _fsync_file(spooled)
         os.replace(spooled, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         self._remember(target, sha256)
         return target
 
@@ -366,7 +353,7 @@ class ModelStore:
             os.replace(temp, target)
         finally:
             temp.unlink(missing_ok=True)
-        _fsync_dir(self._directory)
+        fsync_dir(self._directory)
         self._remember(target, sha256)
         log.info("fetched model %s from %s (%d bytes)", name, self.uri, len(data))
         return target
