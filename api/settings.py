@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     lake_flush_rows: int = Field(default=5000, gt=0)
     lake_flush_interval_ms: int = Field(default=1000, gt=0)
     lake_buffer_rows: int = Field(default=200_000, gt=0)
+    # Durable mode: a predict or feedback response is sent only once its row is fsynced
+    # in this replica's local log ($BANDITLAKE_HOME/lake-log), shared by concurrent
+    # requests (group commit); a request waits at most lake_durable_wait_ms for it. Past
+    # lake_durable_max_bytes of unpublished log, requests get 503 with Retry-After.
+    lake_durable: bool = False
+    lake_durable_wait_ms: int = Field(default=2000, gt=0)
+    lake_durable_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # A variant's model call taking longer than this answers 503 for that request (the
+    # variant's own latency guardrail counts it); a variant's config may set its own.
+    model_timeout_ms: int = Field(default=5000, gt=0)
+    # SIGTERM: readiness goes false, in-flight requests finish, the writers flush; the
+    # process exits within this many seconds even when the lake cannot be written.
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
     allocation_refresh_ms: int = Field(default=500, gt=0)
     reallocate: bool = True
     feedback_lookback_s: int = Field(default=86_400, gt=0)
@@ -92,6 +105,11 @@ class Settings(BaseSettings):
         if self.models_uri.startswith("s3://"):
             return self.home / "model-cache"
         return Path(self.models_uri)
+
+    @property
+    def lake_log_dir(self) -> Path:
+        """This replica's durable log of rows not yet in the lake (always a local disk)."""
+        return self.home / "lake-log"
 
     @property
     def lake_root(self) -> Path:
