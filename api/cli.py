@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -85,6 +86,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise CommandError(msg)
     elif not settings.has_tokens:
         log.warning("no tokens set: serving loopback callers only on %s", args.host)
+    if not 0 <= args.drain_delay < settings.shutdown_timeout_s:
+        msg = (
+            f"--drain-delay must be at least 0 and less than BANDITLAKE_SHUTDOWN_TIMEOUT_S "
+            f"({settings.shutdown_timeout_s:g} s), which it counts in; got {args.drain_delay:g}."
+        )
+        raise CommandError(msg)
+    if args.drain_delay and args.workers > 1:
+        msg = "--drain-delay needs --workers 1: uvicorn's supervisor signals its workers itself."
+        raise CommandError(msg)
     check_stores(settings)
     if settings.device == "cuda":
         from api.serving.sessions import cuda_status
@@ -121,12 +131,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
     )
     # The web processes serve; the loop above (if any) reallocates.
     serving = settings.model_copy(update={"reallocate": False})
+    # On SIGTERM the loop stops at once, so its lease lapses now rather than after its TTL.
+    on_shutdown = [worker.terminate] if worker is not None else []
     try:
-        _run_uvicorn(args, serving)
+        _run_uvicorn(args, serving, on_shutdown=on_shutdown)
     finally:
         if worker is not None:
             worker.terminate()
-            worker.join(timeout=30)
+            worker.join(timeout=settings.shutdown_timeout_s)
+            if worker.is_alive():
+                worker.kill()
 
 
 def cmd_reallocator(_: argparse.Namespace) -> None:
@@ -153,10 +167,13 @@ def worker_environment(settings: Settings, *, pid: int) -> dict[str, str]:
     return env
 
 
-def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
+def _run_uvicorn(
+    args: argparse.Namespace, settings: Settings, *, on_shutdown: Sequence[Callable[[], None]]
+) -> None:
     import uvicorn
 
     from api.app import create_app
+    from api.server import GracefulServer
 
     # Every request is already in the lake and the metrics; a line per request on stderr
     # costs more than the routing does.
@@ -167,8 +184,22 @@ def _run_uvicorn(args: argparse.Namespace, settings: Settings) -> None:
         "access_log": args.access_log,
     }
     if args.workers == 1:
-        uvicorn.run(create_app(settings, tune_gc=True), **options)
+        app = create_app(settings, tune_gc=True)
+        server = GracefulServer(
+            uvicorn.Config(app, **options),
+            app.state.shutdown,
+            drain_delay_s=args.drain_delay,
+            on_shutdown=on_shutdown,
+        )
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down
+            server.run()
+        if not server.started:
+            # uvicorn.run's exit code when the app did not start (its error is logged).
+            raise SystemExit(3)
         return
+    # uvicorn's supervisor signals the workers itself: no drain delay; the requests in
+    # flight get half the bound and each worker's writers the other half.
+    options["timeout_graceful_shutdown"] = max(int(settings.shutdown_timeout_s / 2), 1)
     env = worker_environment(settings, pid=os.getpid())
     if "PROMETHEUS_MULTIPROC_DIR" in env:
         directory = Path(env["PROMETHEUS_MULTIPROC_DIR"])
@@ -396,6 +427,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--access-log", action="store_true", help="log one line per HTTP request (off by default)"
+    )
+    serve.add_argument(
+        "--drain-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help=(
+            "after SIGTERM, keep serving this long with /readyz at 503 before closing the "
+            "listener, so the load balancer notices (default 0; counts in "
+            "BANDITLAKE_SHUTDOWN_TIMEOUT_S; one worker only)"
+        ),
     )
     serve.set_defaults(func=cmd_serve)
     realloc = sub.add_parser(

@@ -1,11 +1,13 @@
 """A replica's health: the open probe a load balancer reads, and the detail behind a token.
 
 *Ready* means this replica can serve predictions: its experiment snapshot and the models
-that loaded are in memory. Predict serves from them and buffers lake rows, so the SQL
-store and the lake can fail without stopping it, and a model that failed to load stops
-only its own variant: these are reported as *degraded* parts, never as "not ready". A
-probe that failed on any of them would take every replica (all share one store, lake and
-model files) out of the balancer at once and turn a partial outage into a full one.
+that loaded are in memory, and it is not shutting down (from SIGTERM on it is not ready,
+with a ``reason``, while it still serves what it is sent). Predict serves from them and
+buffers lake rows, so the SQL store and the lake can fail without stopping it, and a
+model that failed to load stops only its own variant: these are reported as *degraded*
+parts, never as "not ready". A probe that failed on any of them would take every replica
+(all share one store, lake and model files) out of the balancer at once and turn a
+partial outage into a full one.
 
 Model files live in a store shared by the replicas (a directory or an S3 prefix) and are
 checked against each variant's checksum on this replica; a file that is missing, cannot
@@ -35,16 +37,31 @@ from sqlalchemy import Connection, Engine, select, text
 from api.serving.pool import ModelPool, VariantKey
 from api.store.models import Experiment, Variant
 
-__all__ = ["Health", "ModelHealth", "Part", "PartStatus", "Probe", "check_health"]
+__all__ = [
+    "SHUTTING_DOWN",
+    "Health",
+    "ModelHealth",
+    "Part",
+    "PartStatus",
+    "Probe",
+    "check_health",
+]
 
 Part = Literal["store", "lake", "models"]
 PartStatus = Literal["ok", "failing", "unavailable"]
+
+
+SHUTTING_DOWN = "This replica is shutting down; send requests to another replica."
 
 
 class Probe(BaseModel):
     ready: bool
     checks: dict[Part, PartStatus]
     degraded: list[Part]
+    reason: str | None = Field(
+        default=None,
+        description="Why the replica is not ready, as a sentence (null while it is ready).",
+    )
 
 
 class ModelHealth(BaseModel):
@@ -65,7 +82,9 @@ class Health(Probe):
     )
 
     def probe(self) -> Probe:
-        return Probe(ready=self.ready, checks=self.checks, degraded=self.degraded)
+        return Probe(
+            ready=self.ready, checks=self.checks, degraded=self.degraded, reason=self.reason
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,6 +145,7 @@ def check_health(
     *,
     snapshot_loaded: bool,
     lake_writers_healthy: Mapping[str, bool],
+    shutting_down: bool = False,
 ) -> Health:
     """Check the store now and read the lake writers' and the model pool's state.
 
@@ -139,6 +159,9 @@ def check_health(
         Whether the serving snapshot (experiments, allocations) is in memory.
     lake_writers_healthy
         Table name → whether that table's writer is flushing.
+    shutting_down
+        Whether the replica received SIGTERM: not ready from then on, so a load balancer
+        stops sending before the listener closes (:mod:`api.shutdown`).
     """
     store_error, running_arms = _check_store(engine)
     models = {
@@ -156,7 +179,8 @@ def check_health(
         "models": "ok" if all(m.failed is None for m in models.values()) else "failing",
     }
     return Health(
-        ready=snapshot_loaded,
+        ready=snapshot_loaded and not shutting_down,
+        reason=SHUTTING_DOWN if shutting_down else None,
         checks=checks,
         degraded=[part for part, status in checks.items() if status != "ok"],
         store_error=store_error,

@@ -261,6 +261,7 @@ HEALTH: Final[Any] = {
     "ready": True,
     "checks": {"store": "ok", "lake": "ok", "models": "ok"},
     "degraded": [],
+    "reason": None,
     "store_error": None,
     "lake_tables": {"predictions": "ok", "feedback": "ok"},
     "models": {

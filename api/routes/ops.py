@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import MetricsDep
-from api.health import Health, Probe, check_health
+from api.health import SHUTTING_DOWN, Health, Probe, check_health
 from api.routes import _examples as ex
 from api.routes._responses import error_responses, ok
 from api.schemas import LakeOut, LakeTableOut
@@ -28,6 +28,7 @@ def _health(request: Request) -> Health:
         state.pool,
         snapshot_loaded=getattr(state, "serving", None) is not None,
         lake_writers_healthy=readiness() if readiness is not None else {},
+        shutting_down=state.shutdown.begun,
     )
 
 
@@ -45,13 +46,14 @@ async def healthz() -> dict[str, str]:
     | {
         503: {
             "model": Probe,
-            "description": "Not ready: the replica cannot serve yet.",
+            "description": "Not ready: the replica cannot serve yet, or is shutting down.",
             "content": {
                 "application/json": {
                     "example": {
                         "ready": False,
-                        "checks": {"store": "failing", "lake": "ok", "models": "ok"},
-                        "degraded": ["store"],
+                        "checks": {"store": "ok", "lake": "ok", "models": "ok"},
+                        "degraded": [],
+                        "reason": SHUTTING_DOWN,
                     }
                 }
             },
@@ -60,10 +62,13 @@ async def healthz() -> dict[str, str]:
 )
 def readyz(request: Request) -> JSONResponse:
     """Whether this replica can serve predictions, with one word per part (`store`,
-    `lake`, `models`: `ok`, `failing` or `unavailable`); 503 while it cannot. Needs no
-    token and names no path, host or error."""
+    `lake`, `models`: `ok`, `failing` or `unavailable`); 503 while it cannot, and from
+    SIGTERM on (with a `reason`: it is shutting down). Needs no token and names no path,
+    host or error."""
     probe = _health(request).probe()
-    return JSONResponse(probe.model_dump(mode="json"), status_code=200 if probe.ready else 503)
+    # `reason` appears only while not ready: a ready body is what it always was.
+    body = probe.model_dump(mode="json", exclude_none=True)
+    return JSONResponse(body, status_code=200 if probe.ready else 503)
 
 
 @router.get(
