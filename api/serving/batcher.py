@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,7 +18,15 @@ __all__ = ["MicroBatcher", "ModelOutput", "split_output"]
 
 log = logging.getLogger(__name__)
 
-Runner = Callable[[NDArray[np.floating]], NDArray[np.generic]]
+
+class Stoppable(Protocol):
+    """Run options a running call watches: ONNX Runtime's ``RunOptions``."""
+
+    terminate: bool
+
+
+# The batch, and the options its call watches (``None`` for a call on the event loop).
+Runner = Callable[[NDArray[np.floating], Stoppable | None], NDArray[np.generic]]
 _Item = tuple[NDArray[np.floating], "asyncio.Future[ModelOutput]"]
 
 
@@ -60,6 +69,7 @@ class MicroBatcher:
         max_batch_size: int,
         max_delay_us: int,
         on_batch: Callable[[int], None] | None = None,
+        run_options: Callable[[], Stoppable] | None = None,
     ) -> None:
         self._runner = runner
         self._dtype = dtype
@@ -67,6 +77,7 @@ class MicroBatcher:
         self._max = max_batch_size
         self._delay = max_delay_us / 1e6
         self._on_batch = on_batch
+        self._run_options = run_options
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -111,8 +122,11 @@ class MicroBatcher:
             except Exception:
                 if len(live) == 1:
                     continue  # its future already holds the error
-                # One bad row must not fail its neighbours: rerun the rows one by one.
+                # One bad row must not fail its neighbours: rerun the rows one by one (those
+                # still awaited: a stopped run failed because its callers timed out).
                 for item in live:
+                    if item[1].done():
+                        continue
                     with contextlib.suppress(Exception):
                         await self._execute(loop, [item])
 
@@ -120,9 +134,9 @@ class MicroBatcher:
         x = np.stack([row for row, _ in live]).astype(self._dtype, copy=False)
         try:
             if self._executor is None:
-                out = self._runner(x)  # cheap CPU models: a thread hop would cost more
+                out = self._runner(x, None)  # cheap CPU models: a thread hop would cost more
             else:
-                out = await loop.run_in_executor(self._executor, self._runner, x)
+                out = await self._in_thread(loop, live, x)
             results = split_output(out)
             if len(results) != len(live):
                 msg = f"The model returned {len(results)} rows for a batch of {len(live)}."
@@ -136,3 +150,27 @@ class MicroBatcher:
         for (_, fut), result in zip(live, results, strict=True):
             if not fut.done():
                 fut.set_result(result)
+
+    async def _in_thread(
+        self, loop: asyncio.AbstractEventLoop, live: list[_Item], x: NDArray[np.floating]
+    ) -> NDArray[np.generic]:
+        if self._run_options is None:
+            return await loop.run_in_executor(self._executor, self._runner, x, None)
+        options = self._run_options()
+        waiting = len(live)
+
+        def gone(_: object) -> None:
+            # Once every caller of the batch has stopped waiting (timed out), the run has
+            # no one to answer: stop it and free the thread for the next batch.
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0:
+                options.terminate = True
+
+        for _, fut in live:
+            fut.add_done_callback(gone)
+        try:
+            return await loop.run_in_executor(self._executor, self._runner, x, options)
+        except asyncio.CancelledError:
+            options.terminate = True  # the batcher is closing
+            raise

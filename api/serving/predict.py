@@ -32,7 +32,7 @@ from api.errors import (
 )
 from api.metrics import Metrics
 from api.serving.batcher import ModelOutput
-from api.serving.dispatch import Dispatcher
+from api.serving.dispatch import Dispatcher, ModelTimeoutError
 from api.serving.features import Features, check_features, to_vector
 from api.serving.limits import check_batch_size
 from api.serving.pool import ModelPool, VariantKey
@@ -182,7 +182,7 @@ class Predictor:
         ts = datetime.now(UTC)
         variant, propensity = exp.choose(unit_id, self._rng)
         request_id = self._request_ids.issue(exp.id)
-        row = await self._run_variant(
+        row, timeout = await self._run_variant(
             exp, variant, features, "arm", propensity, unit_id, request_id, ts, start
         )
         for shadow in exp.shadows:
@@ -215,6 +215,14 @@ class Predictor:
             failure = InvalidRequestError(
                 msg, code="input_rejected_by_model", details={"request_id": request_id}
             )
+        elif timeout is not None:
+            msg = (
+                f"Variant {variant.name!r} of {exp.name!r} did not answer within its timeout "
+                f"of {timeout.timeout_ms} ms; the request was abandoned."
+            )
+            failure = UnavailableError(
+                msg, code="model_timeout", details={"request_id": request_id}
+            )
         else:
             msg = f"Variant {variant.name!r} of {exp.name!r} failed to predict: {row.error}."
             failure = UnavailableError(msg, code="model_error", details={"request_id": request_id})
@@ -246,7 +254,7 @@ class Predictor:
         request_id: str,
         ts: datetime,
         start: float,
-    ) -> PredictionRow:
+    ) -> tuple[PredictionRow, ModelTimeoutError | None]:
         """Run one variant on the request's features, log its lake row and count it.
 
         Never raises: a failure is the row's ``status`` and ``error``. A shadow's failures
@@ -258,6 +266,8 @@ class Predictor:
         output: ModelOutput | None = None
         error: str | None = None
         status: Status = "ok"
+        # A timeout is returned beside the row: the arm's answer names it.
+        timeout: ModelTimeoutError | None = None
         try:
             x, named = to_vector(variant, features)
             # The model gets ``x``, every feature as sent; the lake row gets ``named``, after
@@ -270,6 +280,10 @@ class Predictor:
                 error, status = "model not loaded", "error"
             else:
                 output = _finite(await self._dispatcher.run(key, model, x))
+        except ModelTimeoutError as exc:
+            # An error, not judged against the reference input: that check would queue one
+            # more call behind the slow one. The latency below is the time waited.
+            error, status, timeout = str(exc), "error", exc
         except Exception as exc:
             error, status = f"{type(exc).__name__}: {exc}"[:500], "error"
             # A model that fails on this row but still answers its load-time input was
@@ -305,7 +319,7 @@ class Predictor:
             counters.latency.observe(latency)
         else:
             self._metrics.requests.labels(exp.name, variant.name, "shadow", status).inc()
-        return row
+        return row, timeout
 
     def _warn_unkeyed(self, experiment: str) -> None:
         if experiment not in self._unkeyed_warned:
