@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import pyarrow as pa
 from fastapi import FastAPI, Response
-from sqlalchemy import event
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
@@ -29,11 +31,15 @@ from api.serving.service import ServingService
 from api.serving.sessions import DeviceUnavailableError, cuda_available
 from api.serving.sync import sync_pool
 from api.settings import Settings
+from api.shutdown import Shutdown, close_writers
 from api.store.engine import make_engine, make_session_factory
 from api.store.secrets import shared_secret
 from lake.dashboard import DashboardQueries
+from lake.durable import DurableLog, open_slot
+from lake.errors import LakeConfigError
 from lake.inventory import lake_inventory
-from lake.janitor import janitor
+from lake.janitor import janitor, recover_dead_writers
+from lake.ledger import WriterLedger
 from lake.storage import open_storage
 from lake.writer import LakeWriter
 
@@ -107,6 +113,36 @@ def tune_gc_for_serving() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
+def _open_durable_logs(
+    settings: Settings, writers: dict[str, LakeWriter], engine: Engine
+) -> list[DurableLog]:
+    """Open this replica's durable logs and queue what a previous process left in them."""
+    logs: list[DurableLog] = []
+    try:
+        for table in ("predictions", "feedback"):
+            durable_log = open_slot(
+                settings.lake_log_dir / table,
+                writers[table],
+                max_bytes=settings.lake_durable_max_bytes,
+                wait_s=settings.lake_durable_wait_ms / 1000.0,
+            )
+            logs.append(durable_log)
+            try:
+                durable_log.replay(writers[table].storage, engine)
+            except (OSError, pa.ArrowException, SQLAlchemyError) as exc:
+                msg = (
+                    f"The durable log {durable_log.directory} holds rows from before a "
+                    "restart, and the lake cannot be read to tell which are already in it: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                raise LakeConfigError(msg) from exc
+    except BaseException:
+        for opened in logs:
+            opened.close()
+        raise
+    return logs
+
+
 def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
     """Build the service. Heavy resources are created in the lifespan, not here.
 
@@ -132,17 +168,29 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         removed = await asyncio.to_thread(janitor, lake_storage)
         if removed:
             log.info("removed %d stale temp files from the lake", len(removed))
+        # This replica's own dead processes are known exactly: settle their files now.
+        ledger = WriterLedger.open(settings.home / "lake-writers")
+        try:
+            await asyncio.to_thread(recover_dead_writers, lake_storage, engine, ledger.directory)
+        except Exception:
+            log.exception("cleaning up after dead writers failed; the next start tries again")
         writers = {
             table: LakeWriter(
                 lake_storage,
                 engine,
                 table=table,
+                writer_id=ledger.new_writer_id(),
                 flush_rows=settings.lake_flush_rows,
                 flush_interval_s=settings.lake_flush_interval_ms / 1000.0,
                 max_buffer_rows=settings.lake_buffer_rows,
             )
             for table in ("predictions", "feedback")
         }
+        logs: list[DurableLog] = []
+        if settings.lake_durable:
+            logs = await asyncio.to_thread(_open_durable_logs, settings, writers, engine)
+            for durable_log in logs:
+                durable_log.start()
         service = ServingService(
             settings,
             app.state.pool,
@@ -152,13 +200,17 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
             app.state.metrics,
             RequestIds(await asyncio.to_thread(_request_id_secret, settings, session_factory)),
             model_store=app.state.model_store,
+            logs=(logs[0], logs[1]) if logs else None,
         )
         app.state.serving = service
         await asyncio.to_thread(service.refresh)
         # A policy change made through this process is visible to its next request; other
         # processes pick it up on their next poll.
         event.listen(session_factory, "after_commit", lambda _: service.refresh())
-        app.state.readiness = lambda: {table: w.healthy for table, w in writers.items()}
+        app.state.readiness = lambda: (
+            {table: w.healthy for table, w in writers.items()}
+            | {f"{durable_log.table} log": durable_log.healthy for durable_log in logs}
+        )
         app.state.lake_stats = LakeStats(
             engine, lake_storage, lookback=timedelta(seconds=settings.feedback_lookback_s)
         )
@@ -174,6 +226,8 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         try:
             yield
         finally:
+            # Not ready from here on (serve starts this clock at SIGTERM already).
+            app.state.shutdown.begin()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -181,8 +235,13 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
             if settings.reallocate:
                 await asyncio.to_thread(reallocator.release)
             await service.close()
-            for writer in writers.values():
-                await asyncio.to_thread(writer.close, 30.0)
+            for durable_log in logs:
+                # What is still pending gets its fsync; the writers then flush what they can.
+                await asyncio.to_thread(durable_log.stop)
+            await asyncio.to_thread(close_writers, writers, app.state.shutdown.flush_budget())
+            ledger.close()
+            for durable_log in logs:
+                durable_log.close()
             service.sync_metrics()
             app.state.dashboard_queries.close()
             engine.dispose()
@@ -202,6 +261,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
+    app.state.shutdown = Shutdown(settings.shutdown_timeout_s)
     install_handlers(app)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)

@@ -72,12 +72,21 @@ class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.details = details
+        # Seconds for a Retry-After header (load shedding).
+        self.retry_after = retry_after
 
 
 class NotFoundError(ServiceError):
@@ -178,6 +187,8 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def _service(_: Request, exc: ServiceError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if exc.retry_after is not None:
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), exc.status_code, headers=headers
         )

@@ -73,6 +73,13 @@ class Metrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.lake_log_bytes = Gauge(
+            "banditlake_lake_log_bytes",
+            "Bytes in the durable log not yet known to be in the lake (durable mode).",
+            ["table"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.lake_rows_written = Counter(
             "banditlake_lake_rows_written_total",
             "Rows written to the lake.",

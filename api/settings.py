@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     lake_durable_wait_ms: int = Field(default=2000, gt=0)
     lake_durable_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # A variant's model call taking longer than this answers 503 for that request (the
-    # variant's own latency guardrail counts it); a variant's config may set its own.
+    # variant's own latency guardrail counts it).
     model_timeout_ms: int = Field(default=5000, gt=0)
     # SIGTERM: readiness goes false, in-flight requests finish, the writers flush; the
     # process exits within this many seconds even when the lake cannot be written.

@@ -94,6 +94,7 @@ from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 from sqlalchemy import Engine, insert, select, update
 
 from lake.errors import LakeConfigError
+from lake.failpoints import failpoint
 from lake.manifest import (
     COMPACTION_WRITER_ID,
     FileEntry,
@@ -849,7 +850,12 @@ def _compact_batch(
     if _overlaps_another(engine, table, ids, set(inputs)) or not _all_live(engine, inputs):
         _set_status(engine, ids, "rolled_back", only_from=("started",))
         return None
-    step = after_step or (lambda _name: None)
+
+    def step(name: str) -> None:
+        failpoint(f"compaction.after_{name}")
+        if after_step is not None:
+            after_step(name)
+
     step("intent")
     intents = [
         _Intent(i, table, o.path, tuple(sorted(inputs)), o.table.num_rows, "started")

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Engine
 
 from lake.errors import LakeWriteError
+from lake.failpoints import failpoint
 from lake.layout import part_name, partition_path
 from lake.manifest import FileEntry, is_registered, register_file
 from lake.schemas import TableName
@@ -85,6 +86,7 @@ class FilePublisher:
             max_ts=ts_range["max"].as_py(),
             created_at=now,
         )
+        failpoint("publish.after_file")
         try:
             register_file(self._engine, entry)
         except Exception:
@@ -96,6 +98,7 @@ class FilePublisher:
             except (OSError, pa.ArrowException) as exc:
                 logger.warning("Could not remove unregistered lake file %s: %s", path, exc)
             raise
+        failpoint("publish.after_register")
         logger.debug("Lake writer %s wrote %s (%d rows).", self._writer_id, entry.path, entry.rows)
         return entry
 

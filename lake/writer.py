@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from time import monotonic, sleep
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pyarrow as pa
 from sqlalchemy import Engine
@@ -35,6 +35,9 @@ from lake.layout import default_writer_id, is_valid_writer_id
 from lake.publish import FilePublisher
 from lake.schemas import TABLES, FeedbackRow, PredictionRow, TableName
 from lake.storage import LakeStorage, open_storage
+
+if TYPE_CHECKING:
+    from lake.durable import DurableLog
 
 __all__ = ["LakeWriter", "WriterStats", "default_writer_id"]
 
@@ -140,6 +143,10 @@ class LakeWriter:
         # the converted rows awaiting retry, the sequence and the directory cache.
         self._io_lock = threading.Lock()
         self._retry: list[pa.Table] = []
+        # Durable mode (lake.durable): the log whose segments this writer seals at each
+        # take and deletes once everything taken up to them is published.
+        self._log: DurableLog | None = None
+        self._sealed = 0
         self._publisher = FilePublisher(
             self._storage, engine, table=table, writer_id=writer_id, compression=compression
         )
@@ -153,6 +160,10 @@ class LakeWriter:
             target=self._run, name=f"lake-writer-{table}-{writer_id}", daemon=True
         )
         self._thread.start()
+
+    def attach_log(self, log: DurableLog) -> None:
+        """Feed this writer from a durable log (called by :class:`DurableLog`)."""
+        self._log = log
 
     # -- request path ---------------------------------------------------------------
 
@@ -180,6 +191,11 @@ class LakeWriter:
     def table(self) -> TableName:
         """Table this writer feeds."""
         return self._table
+
+    @property
+    def storage(self) -> LakeStorage:
+        """The lake this writer writes to."""
+        return self._storage
 
     @property
     def last_error(self) -> str | None:
@@ -294,7 +310,17 @@ class LakeWriter:
         with self._io_lock:
             lost = self._rows.drop_pending()
             self._retry = []
-        if lost:
+        if lost and self._log is not None:
+            logger.error(
+                "Lake writer %s closed with %d %s rows unwritten; they stay in the durable "
+                "log %s and are written at the next start. Last error: %s",
+                self._writer_id,
+                lost,
+                self._table,
+                self._log.directory,
+                self._last_error,
+            )
+        elif lost:
             logger.error(
                 "Lake writer %s closed with %d %s rows unwritten; they are counted as dropped. "
                 "Last error: %s",
@@ -320,10 +346,20 @@ class LakeWriter:
     # -- one flush (caller holds _io_lock) ------------------------------------------
 
     def _flush_locked(self) -> int:
-        batch = self._rows.take()
+        log = self._log
+        if log is None:
+            batch = self._rows.take()
+        else:
+            # Atomic with the log's hand-over of fsynced rows: every row in a sealed
+            # segment is in this batch or an earlier one.
+            with log.segment_lock:
+                batch = self._rows.take()
+                self._sealed = max(self._sealed, log.seal())
         if batch:
             self._convert_batch(batch)
         if not self._retry:
+            if log is not None:
+                log.release(self._sealed)
             return 0
         table = self._retry[0] if len(self._retry) == 1 else pa.concat_tables(self._retry)
         # Kept as one table, so a retry does not convert or concatenate again.
@@ -340,6 +376,8 @@ class LakeWriter:
         self._retry = []
         self._backoff_s = 0.0
         self._rows.written(table.num_rows)
+        if log is not None:
+            log.release(self._sealed)
         return int(table.num_rows)
 
     def _convert_batch(self, batch: Sequence[tuple[Any, ...]]) -> None:

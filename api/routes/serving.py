@@ -166,7 +166,7 @@ async def feedback(request: Request) -> JSONResponse:
     first feedback for a request id counts; a repeat is answered `duplicate: true` and
     not stored. An id this deployment did not issue is refused (422)."""
     service, body = await _prepare(request, FeedbackBody)
-    result = service.feedback([(body.request_id, body.reward, body.label)])
+    result = await service.feedback([(body.request_id, body.reward, body.label)])
     return JSONResponse(
         {"accepted": result.accepted, "duplicate": result.duplicates > 0}, status_code=202
     )
@@ -184,7 +184,7 @@ async def feedback_batch(request: Request) -> JSONResponse:
     refuses the batch. The answer counts the accepted items and the repeats."""
     service, body = await _prepare(request, BatchFeedbackBody)
     items = [(i.request_id, i.reward, i.label) for i in body.items]
-    result = service.feedback_batch(items)
+    result = await service.feedback_batch(items)
     return JSONResponse(
         {"accepted": result.accepted, "duplicates": result.duplicates}, status_code=202
     )

@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 
 from api.errors import InvalidRequestError, NotFoundError
 from api.metrics import Metrics
+from api.serving.lake_log import check_log_room, record_rows
 from api.serving.limits import check_batch_size
 from api.serving.request_ids import RequestIds
 from api.serving.snapshot import Snapshot
+from lake.durable import RowLog
 from lake.schemas import FeedbackRow
-from lake.writer import LakeWriter
 
 __all__ = ["FeedbackItem", "FeedbackResult", "FeedbackService"]
 
@@ -47,6 +48,10 @@ class _Recent:
             del self._keys[next(iter(self._keys))]
         return True
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (its feedback was not stored after all)."""
+        self._keys.pop(key, None)
+
 
 class FeedbackService:
     """Checks feedback items and appends the first one per request id to the lake."""
@@ -55,7 +60,7 @@ class FeedbackService:
         self,
         snapshot: Snapshot,
         request_ids: RequestIds,
-        writer: LakeWriter,
+        log: RowLog,
         metrics: Metrics,
         *,
         dedup_ids: int,
@@ -63,7 +68,7 @@ class FeedbackService:
     ) -> None:
         self._snapshot = snapshot
         self._request_ids = request_ids
-        self._writer = writer
+        self._log = log
         self._metrics = metrics
         self._seen = _Recent(dedup_ids)
         self._max_batch = max_batch
@@ -114,20 +119,27 @@ class FeedbackService:
             raise InvalidRequestError(msg, code="invalid_reward")
         return FeedbackRow(request_id, datetime.now(UTC), float(reward), None), exp.name
 
-    def store(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
+    async def store(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
         """Check every item, then store each request id's first feedback once.
 
         A repeat of a request id this process has already stored (a client retry, a replay)
         is answered as a duplicate and neither stored nor counted, so the lake, the
         ``decisions`` view (first feedback wins) and ``banditlake_feedback_total`` agree.
+        In durable mode it returns once the rows are on disk (503 when they cannot be).
         """
+        check_log_room(self._log)
         rows = [
             self.check(rid, reward, label, f"items.{i}" if len(items) > 1 else "body")
             for i, (rid, reward, label) in enumerate(items)
         ]
         fresh = [(row, exp) for row, exp in rows if self._seen.add(row.request_id)]
-        for row, _ in fresh:
-            self._writer.append(row)
+        try:
+            await record_rows(self._log, [row for row, _ in fresh])
+        except Exception:
+            # Not stored: a retry of these ids must not be taken for a repeat.
+            for row, _ in fresh:
+                self._seen.discard(row.request_id)
+            raise
         for _, exp in fresh:
             self._metrics.feedback.labels(exp).inc()
         duplicates = len(rows) - len(fresh)
@@ -135,7 +147,7 @@ class FeedbackService:
             self._metrics.feedback_duplicates.inc(duplicates)
         return FeedbackResult(len(fresh), duplicates)
 
-    def store_batch(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
+    async def store_batch(self, items: Sequence[FeedbackItem]) -> FeedbackResult:
         """:meth:`store` for a batch body: all or nothing, within the batch size limit."""
         check_batch_size(len(items), self._max_batch, field="items")
-        return self.store(items)
+        return await self.store(items)

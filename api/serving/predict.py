@@ -34,6 +34,7 @@ from api.metrics import Metrics
 from api.serving.batcher import ModelOutput
 from api.serving.dispatch import Dispatcher, ModelTimeoutError
 from api.serving.features import Features, check_features, to_vector
+from api.serving.lake_log import check_log_room, record_rows
 from api.serving.limits import check_batch_size
 from api.serving.pool import ModelPool, VariantKey
 from api.serving.redaction import redact
@@ -41,8 +42,8 @@ from api.serving.request_ids import RequestIds
 from api.serving.runtime import ExperimentRuntime, VariantRuntime
 from api.serving.sessions import LoadedModel
 from api.serving.snapshot import Snapshot
+from lake.durable import RowLog
 from lake.schemas import PredictionRow
-from lake.writer import LakeWriter
 
 __all__ = ["PredictRequest", "Prediction", "Predictor"]
 
@@ -102,7 +103,7 @@ class Predictor:
         snapshot: Snapshot,
         pool: ModelPool,
         dispatcher: Dispatcher,
-        predictions: LakeWriter,
+        predictions: RowLog,
         metrics: Metrics,
         request_ids: RequestIds,
         *,
@@ -112,7 +113,7 @@ class Predictor:
         self._snapshot = snapshot
         self._pool = pool
         self._dispatcher = dispatcher
-        self._predictions = predictions
+        self._log = predictions
         self._metrics = metrics
         self._request_ids = request_ids
         self._max_batch = max_batch
@@ -145,6 +146,7 @@ class Predictor:
     async def predict(self, name: str, features: Features, unit_id: str | None) -> Prediction:
         """Serve one request; a failed model call raises its error (the row is logged)."""
         exp = self.experiment(name)
+        check_log_room(self._log)
         check_features(exp, features, "features")
         result = await self._serve(exp, features, unit_id)
         if result.error is not None:
@@ -159,6 +161,7 @@ class Predictor:
         """
         exp = self.experiment(name)
         check_batch_size(len(rows), self._max_batch, field="rows")
+        check_log_room(self._log)
         # Every row is checked before any reaches a model.
         for i, (features, _) in enumerate(rows):
             check_features(exp, features, f"rows.{i}.features")
@@ -257,8 +260,9 @@ class Predictor:
     ) -> tuple[PredictionRow, ModelTimeoutError | None]:
         """Run one variant on the request's features, log its lake row and count it.
 
-        Never raises: a failure is the row's ``status`` and ``error``. A shadow's failures
-        thereby never reach the request it copies.
+        A model's failure is the row's ``status`` and ``error``, never an exception, so a
+        shadow's failures never reach the request it copies. Raises only when an arm's
+        row cannot be logged durably (durable mode): the response must not be sent.
         """
         key = VariantKey(exp.name, variant.name)
         model = self._pool.get(key)
@@ -312,13 +316,16 @@ class Predictor:
             status=status,
             error=error,
         )
-        self._predictions.append(row)
         if role == "arm":
             counters = self._counters(exp.name, variant.name)
             (counters.ok if status == "ok" else getattr(counters, status)).inc()
             counters.latency.observe(latency)
+            # In durable mode this returns once the row is on disk, and raises (503)
+            # when it cannot get there: the response waits for its row.
+            await record_rows(self._log, (row,))
         else:
             self._metrics.requests.labels(exp.name, variant.name, "shadow", status).inc()
+            self._log.append(row)
         return row, timeout
 
     def _warn_unkeyed(self, experiment: str) -> None:

@@ -23,6 +23,7 @@ from api.serving.request_ids import RequestIds
 from api.serving.runtime import Runtime
 from api.serving.snapshot import Snapshot
 from api.settings import Settings
+from lake.durable import BufferedLog, DurableLog, RowLog
 from lake.writer import LakeWriter
 
 __all__ = ["FeedbackItem", "FeedbackResult", "PredictRequest", "Prediction", "ServingService"]
@@ -41,6 +42,7 @@ class ServingService:
         metrics: Metrics,
         request_ids: RequestIds,
         model_store: ModelStore | None = None,
+        logs: tuple[RowLog, RowLog] | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -51,11 +53,14 @@ class ServingService:
         self.model_store = model_store or ModelStore(settings.models_uri, settings.models_dir)
         self.snapshot = Snapshot(session_factory, pool, self.model_store, metrics)
         self._dispatcher = Dispatcher(settings, metrics)
+        # How rows reach the writers: their buffers (default) or durable logs feeding them.
+        prediction_log, feedback_log = logs or (BufferedLog(predictions), BufferedLog(feedback))
+        self.logs = (prediction_log, feedback_log)
         self._predictor = Predictor(
             self.snapshot,
             pool,
             self._dispatcher,
-            predictions,
+            prediction_log,
             metrics,
             request_ids,
             max_batch=settings.max_predict_batch_rows,
@@ -64,7 +69,7 @@ class ServingService:
         self._feedback = FeedbackService(
             self.snapshot,
             request_ids,
-            feedback,
+            feedback_log,
             metrics,
             dedup_ids=settings.feedback_dedup_ids,
             max_batch=settings.max_predict_batch_rows,
@@ -91,6 +96,9 @@ class ServingService:
                 self.metrics.lake_rows_dropped, writer.table, stats.rows_dropped
             )
             self.metrics.lake_queue_depth.labels(writer.table).set(stats.rows_pending)
+        for log in self.logs:
+            if isinstance(log, DurableLog):
+                self.metrics.lake_log_bytes.labels(log.table).set(log.backlog_bytes)
 
     async def drain(self) -> None:
         """Wait for the shadow calls in flight (shutdown, tests)."""
