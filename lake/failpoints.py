@@ -4,8 +4,9 @@ The crash tests (``tests/api/test_crash_recovery.py``) start ``banditlake serve`
 ``BANDITLAKE_FAILPOINTS=name[@n],...``; the ``n``-th time (default: the first) the
 process reaches ``failpoint(name)`` it sends itself SIGKILL, exactly as a crash there
 would leave things. With ``BANDITLAKE_FAILPOINTS_MARK=path`` it first creates that file,
-so a test knows the point was reached even in a child process (the reallocator). With the variable unset (always, in production) a failpoint is one
-test of an empty frozenset.
+so a test knows the point was reached even in a child process (the reallocator). With
+``BANDITLAKE_FAILPOINTS`` unset (always, in production) a failpoint is one test of an
+empty dict.
 
 Points: ``log.before_fsync`` (a durable-log batch written, not yet fsynced),
 ``log.before_release`` (rows published, their log segments not yet deleted),
