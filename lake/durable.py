@@ -264,8 +264,9 @@ class DurableLog(RowLog):
 
     @property
     def backlog_bytes(self) -> int:
-        """Bytes held by segments not yet deleted (rows not yet known to be published)."""
-        return self._backlog
+        """Bytes of rows in segments not yet deleted (rows not known to be published)."""
+        with self._sizes_lock:
+            return self._backlog - len(_MAGIC) * len(self._sizes)
 
     @property
     def healthy(self) -> bool:

@@ -1,0 +1,137 @@
+"""Durable mode while the lake cannot be written: serve on, keep every row in the log, drain.
+
+The lake breaks for real: a local lake's table directory becomes a path under a plain
+file (chmod does not stop root), or the S3 server stops listening.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from moto.server import ThreadedMotoServer
+
+from api.settings import Settings
+from api.store.migrate import upgrade
+from lake import open_lake
+from tests.api.serving_support import running_experiment
+from tests.conftest import make_client, make_settings
+from tests.s3_server import S3Server, _free_port
+
+
+def _metric(client: TestClient, name: str, table: str = "predictions") -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(f'{name}{{table="{table}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _predict(client: TestClient, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        r = client.post("/v1/experiments/e/predict", json={"features": [i, 1, 2]})
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["request_id"])
+    return ids
+
+
+def _arm_ids(settings: Settings) -> list[str]:
+    with open_lake(settings.database_url, settings.lake_uri) as lake:
+        rows = lake.duckdb().execute("select request_id from predictions where role = 'arm'")
+        return [r[0] for r in rows.fetchall()]
+
+
+def _backlog(client: TestClient) -> float:
+    client.app.state.serving.sync_metrics()  # type: ignore[attr-defined]
+    return _metric(client, "banditlake_lake_log_bytes")
+
+
+def _serve_through_outage(
+    settings: Settings, break_lake: Callable[[], None], repair_lake: Callable[[], None]
+) -> None:
+    with make_client(settings) as client:
+        running_experiment(client)
+        before = _predict(client, 10)
+        _wait(lambda: len(_arm_ids(settings)) == 10, "the first rows in the lake")
+        break_lake()
+        during = _predict(client, 30)  # every one acknowledged: fsynced in the log
+        _wait(lambda: _backlog(client) > 0, "rows held in the log")
+        _wait(
+            lambda: client.get("/readyz").json()["checks"]["lake"] == "failing",
+            "readiness to report the lake",
+        )
+        assert client.get("/readyz").status_code == 200  # degraded, still serving
+        repair_lake()
+        _wait(lambda: len(_arm_ids(settings)) == 40, "the backlog to drain")
+        ids = _arm_ids(settings)
+        assert sorted(ids) == sorted(before + during)  # each once, none lost
+        _wait(lambda: _backlog(client) == 0, "the log's segments to be deleted")
+        assert _metric(client, "banditlake_lake_rows_dropped_total") == 0
+
+
+def test_a_broken_local_lake_spills_to_the_log_and_drains_when_it_returns(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    upgrade(sqlite_url)
+    settings = make_settings(
+        tmp_path / "home", sqlite_url, lake_durable=True, lake_flush_interval_ms=50
+    )
+    table_dir = settings.lake_root / "predictions"
+    parked = tmp_path / "parked"
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+
+    def break_lake() -> None:
+        shutil.move(table_dir, parked)
+        table_dir.symlink_to(blocker / "predictions")
+
+    def repair_lake() -> None:
+        table_dir.unlink()
+        shutil.move(parked, table_dir)
+
+    _serve_through_outage(settings, break_lake, repair_lake)
+
+
+def test_an_unreachable_s3_server_spills_to_the_log_and_drains_when_it_returns(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server of its own, stopped and started again on the same port (moto keeps its
+    # buckets in this process, so they outlive the restart, as a real store's would).
+    port = _free_port()
+    servers = [ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)]
+    servers[0].start()
+    s3 = S3Server(f"http://127.0.0.1:{port}")
+    for name, value in s3.environment().items():
+        monkeypatch.setenv(name, value)
+    upgrade(sqlite_url)
+    settings = make_settings(
+        tmp_path / "home",
+        sqlite_url,
+        lake_uri=f"s3://{s3.create_bucket()}/lake",
+        lake_durable=True,
+        lake_flush_interval_ms=50,
+    )
+
+    def break_lake() -> None:
+        servers.pop().stop()
+
+    def repair_lake() -> None:
+        servers.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False))
+        servers[0].start()
+
+    try:
+        _serve_through_outage(settings, break_lake, repair_lake)
+    finally:
+        for server in servers:
+            server.stop()
