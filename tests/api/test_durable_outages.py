@@ -135,3 +135,39 @@ def test_an_unreachable_s3_server_spills_to_the_log_and_drains_when_it_returns(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    upgrade(sqlite_url)
+    settings = make_settings(
+        tmp_path / "home",
+        sqlite_url,
+        lake_durable=True,
+        lake_durable_max_bytes=2000,
+        lake_flush_interval_ms=50,
+    )
+    table_dir = settings.lake_root / "predictions"
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    with make_client(settings) as client:
+        running_experiment(client)
+        _predict(client, 1)
+        _wait(lambda: len(_arm_ids(settings)) == 1, "the first row in the lake")
+        shutil.move(table_dir, tmp_path / "parked")
+        table_dir.symlink_to(blocker / "predictions")
+        answers = [
+            client.post("/v1/experiments/e/predict", json={"features": [i, 1, 2]})
+            for i in range(40)
+        ]
+        shed = [r for r in answers if r.status_code == 503]
+        served = [r for r in answers if r.status_code == 200]
+        assert shed and served and len(shed) + len(served) == 40
+        assert {r.json()["error"]["code"] for r in shed} == {"lake_log_full"}
+        assert {r.headers["retry-after"] for r in shed} == {"1"}
+        assert "over its bound of 2,000" in shed[0].json()["error"]["message"]
+        # Once refused, always refused until the lake takes the backlog: nothing served
+        # after the first 503.
+        first = answers.index(shed[0])
+        assert all(r.status_code == 503 for r in answers[first:])
