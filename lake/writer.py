@@ -7,8 +7,8 @@ flushes every ``flush_rows`` rows or ``flush_interval_s`` seconds, whichever com
 A flush converts the rows to Arrow column by column and hands the table to a
 :class:`lake.publish.FilePublisher`, which writes one Parquet file and registers it in the
 manifest (or leaves nothing behind). A failure never reaches ``append``: the rows
-stay queued and are retried with exponential backoff while the buffer has room; once
-``max_buffer_rows`` rows are pending, new rows are dropped and counted. Rows that cannot
+stay queued and are retried with jittered exponential backoff while the buffer has room;
+once ``max_buffer_rows`` rows are pending, new rows are dropped and counted. Rows that cannot
 be converted to the schema are dropped (and counted) alone, never with their batch.
 
 Counting is exact (:class:`lake.buffer.RowBuffer`): at every instant
@@ -22,6 +22,7 @@ import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from random import uniform
 from time import monotonic, sleep
 from typing import TYPE_CHECKING, Any, Final
 
@@ -281,7 +282,8 @@ class LakeWriter:
             size_due = self._backoff_s == 0.0 and self._rows.new_rows >= self._flush_rows
             if now >= next_due or size_due:
                 ok = self._flush_quietly()
-                delay = self._flush_interval_s if ok else self._backoff_s
+                # Jittered, so replicas that lost the same sink do not retry in lockstep.
+                delay = self._flush_interval_s if ok else self._backoff_s * uniform(0.5, 1.0)
                 next_due = monotonic() + delay
                 self._report_drops()
                 continue
