@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from functools import cache
 from typing import Final
 
 __all__ = ["failpoint"]
@@ -34,18 +35,25 @@ def _parse(spec: str) -> dict[str, int]:
     return armed
 
 
-_ARMED: Final = _parse(os.environ.get("BANDITLAKE_FAILPOINTS", ""))
 _HITS: dict[str, int] = {}
-_LOCK = threading.Lock()
+_LOCK: Final = threading.Lock()
+
+
+@cache
+def _armed() -> dict[str, int]:
+    # Read at the first failpoint, not at import: a process forked after the import
+    # (the crash tests' fork server) sees its own environment.
+    return _parse(os.environ.get("BANDITLAKE_FAILPOINTS", ""))
 
 
 def failpoint(name: str) -> None:
     """Kill this process with SIGKILL if ``name`` is armed and this is its chosen hit."""
-    if not _ARMED or name not in _ARMED:
+    armed = _armed()
+    if not armed or name not in armed:
         return
     with _LOCK:
         _HITS[name] = _HITS.get(name, 0) + 1
-        if _HITS[name] >= _ARMED[name]:
+        if _HITS[name] >= armed[name]:
             mark = os.environ.get("BANDITLAKE_FAILPOINTS_MARK")
             if mark:
                 with open(mark, "a") as file:

@@ -7,6 +7,7 @@ rows of its last flush interval, and the harness measures that loss against the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,33 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(scope="module")
+def fork_server() -> Iterator[subprocess.Popen[str]]:
+    """tests/api/fork_server.py: a warm process that forks each ``serve`` of this module."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("fork_server.py"))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @dataclass
 class Harness:
     """One replica's home, restarted at will, with clients that record what was acked."""
@@ -47,12 +76,16 @@ class Harness:
     home: Path
     settings: Settings
     env: dict[str, str]
+    forks: subprocess.Popen[str]
     port: int = field(default_factory=_free_port)
-    proc: subprocess.Popen[bytes] | None = None
+    pid: int = 0
     acked: list[tuple[str, float]] = field(default_factory=list)  # (request id, when)
     feedback_acked: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    stderr: str = ""
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.home / "serve.log"
 
     def start(self, *, until: Path | None = None, **extra: str) -> None:
         """Start the replica and wait until it is ready (or, with ``until``, that exists)."""
@@ -61,22 +94,17 @@ class Harness:
         }
         env |= self.env | {"BANDITLAKE_HOME": str(self.home), "BANDITLAKE_DEVICE": "cpu"}
         env |= extra
-        cli = Path(sys.executable).with_name("banditlake")
-        self.proc = subprocess.Popen(
-            [str(cli), "serve", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        request = {"env": env, "args": ["serve", "--port", str(self.port)], "log": str(self.log)}
+        assert self.forks.stdin is not None and self.forks.stdout is not None
+        self.forks.stdin.write(json.dumps(request) + "\n")
+        self.forks.stdin.flush()
+        self.pid = int(self.forks.stdout.readline())
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if until is not None and until.exists():
                 return  # a failpoint fired before readiness was seen
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.kill()  # children too: they hold the stderr pipe open
-                raise AssertionError(f"serve exited with {code}: {self.stderr[-3000:]}")
+            if not _alive(self.pid):
+                raise AssertionError(f"serve exited: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url("/readyz"), timeout=1).status_code == 200:
                     return
@@ -88,20 +116,22 @@ class Harness:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def _gone(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while _alive(self.pid):
+            assert time.monotonic() < deadline, f"process {self.pid} outlived its end"
+            time.sleep(0.01)
+
     def kill(self) -> None:
         """SIGKILL the whole replica: the server and any process it started."""
-        assert self.proc is not None and self.proc.stderr is not None
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
+            os.killpg(self.pid, signal.SIGKILL)
+        self._gone(30)
 
     def stop(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
-        self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=60)
-        return err.decode()
+        os.kill(self.pid, signal.SIGTERM)
+        self._gone(60)
+        return self.log.read_text()
 
     def client(self, stop: threading.Event, seed: int) -> None:
         """Predict (and send feedback for some answers) until told to stop."""
@@ -143,7 +173,7 @@ class Harness:
         return stop, threads
 
 
-def _harness(tmp_path: Path, *, durable: bool) -> Harness:
+def _harness(tmp_path: Path, forks: subprocess.Popen[str], *, durable: bool) -> Harness:
     home = tmp_path / "home"
     home.mkdir()
     url = f"sqlite:///{home / 'banditlake.db'}"
@@ -157,7 +187,7 @@ def _harness(tmp_path: Path, *, durable: bool) -> Harness:
         "BANDITLAKE_LAKE_FLUSH_INTERVAL_MS": str(FLUSH_MS),
         "BANDITLAKE_REALLOCATE": "false",
     }
-    return Harness(home, settings, env)
+    return Harness(home, settings, env, forks)
 
 
 def _lake_counts(settings: Settings) -> tuple[Counter[str], Counter[str]]:
@@ -180,8 +210,10 @@ def _assert_lake_sound(settings: Settings) -> None:
 
 
 @pytest.mark.slow
-def test_durable_mode_keeps_every_acknowledged_row_through_sigkills(tmp_path: Path) -> None:
-    h = _harness(tmp_path, durable=True)
+def test_durable_mode_keeps_every_acknowledged_row_through_sigkills(
+    tmp_path: Path, fork_server: subprocess.Popen[str]
+) -> None:
+    h = _harness(tmp_path, fork_server, durable=True)
     rng = random.Random(13)
     h.start()
     stop, threads = h.traffic()
@@ -212,8 +244,10 @@ def test_durable_mode_keeps_every_acknowledged_row_through_sigkills(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_buffered_mode_loses_at_most_the_last_flush_interval(tmp_path: Path) -> None:
-    h = _harness(tmp_path, durable=False)
+def test_buffered_mode_loses_at_most_the_last_flush_interval(
+    tmp_path: Path, fork_server: subprocess.Popen[str]
+) -> None:
+    h = _harness(tmp_path, fork_server, durable=False)
     rng = random.Random(7)
     h.start()
     stop, threads = h.traffic()
@@ -257,12 +291,12 @@ POINTS = (
 
 @pytest.mark.slow
 def test_a_crash_at_each_point_of_the_write_path_loses_and_repeats_nothing(
-    tmp_path: Path,
+    tmp_path: Path, fork_server: subprocess.Popen[str]
 ) -> None:
-    h = _harness(tmp_path, durable=True)
-    # The lease holder compacts every second whatever is older than a second.
+    h = _harness(tmp_path, fork_server, durable=True)
+    # For the compaction points, the lease holder (the reallocation process) compacts
+    # every second whatever is older than a second.
     h.env |= {
-        "BANDITLAKE_REALLOCATE": "true",
         "BANDITLAKE_COMPACT_EVERY_S": "1",
         "BANDITLAKE_COMPACT_MIN_AGE_S": "1",
         "BANDITLAKE_COMPACT_GRACE_S": "0",
@@ -271,7 +305,12 @@ def test_a_crash_at_each_point_of_the_write_path_loses_and_repeats_nothing(
     mark = tmp_path / "failpoint-reached"
     try:
         for point in POINTS:
-            h.start(until=mark, BANDITLAKE_FAILPOINTS=point, BANDITLAKE_FAILPOINTS_MARK=str(mark))
+            h.start(
+                until=mark,
+                BANDITLAKE_FAILPOINTS=point,
+                BANDITLAKE_FAILPOINTS_MARK=str(mark),
+                BANDITLAKE_REALLOCATE=str(point.startswith("compaction.")).lower(),
+            )
             # The clients' traffic drives a process there; it kills itself, and the rest
             # of the replica dies with it, as in a crash of the machine.
             deadline = time.monotonic() + 60
