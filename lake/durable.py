@@ -295,6 +295,15 @@ class DurableLog(RowLog):
                 f"bound of {self._max_bytes:,}; the lake is behind."
             )
             raise LogFullError(msg)
+        # The writer's memory must never refuse a logged row (its segment would have to
+        # wait for a restart): shed load while a tenth of its buffer is still free.
+        pending, bound = self._writer.pending_rows, self._writer.max_buffer_rows
+        if pending >= bound - max(1, bound // 10):
+            msg = (
+                f"The lake writer holds {pending:,} rows not yet in the lake, near its "
+                f"bound of {bound:,} (BANDITLAKE_LAKE_BUFFER_ROWS); the lake is behind."
+            )
+            raise LogFullError(msg)
 
     def _encode(self, row: tuple[Any, ...]) -> bytes:
         # The time as UTC microseconds: pickling an aware datetime costs three times more.

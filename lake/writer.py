@@ -135,6 +135,7 @@ class LakeWriter:
         self._flush_rows = flush_rows
         self._flush_interval_s = flush_interval_s
         self._max_backoff_s = max_backoff_s
+        self._max_buffer_rows = max_buffer_rows
         self._convert = partial(rows_to_table, table=table, writer_id=writer_id)
 
         self._wake = threading.Event()
@@ -192,6 +193,16 @@ class LakeWriter:
     def table(self) -> TableName:
         """Table this writer feeds."""
         return self._table
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows accepted and not yet written or dropped."""
+        return self._rows.pending
+
+    @property
+    def max_buffer_rows(self) -> int:
+        """Most rows held in memory; beyond it new rows are dropped."""
+        return self._max_buffer_rows
 
     @property
     def storage(self) -> LakeStorage:

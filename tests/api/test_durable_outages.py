@@ -137,25 +137,30 @@ def test_an_unreachable_s3_server_spills_to_the_log_and_drains_when_it_returns(
             server.stop()
 
 
+@pytest.mark.parametrize(
+    ("bound", "message"),
+    [
+        ({"lake_durable_max_bytes": 2000}, "over its bound of 2,000"),
+        # The writer's memory is the tighter bound: shed before it refuses a logged row.
+        ({"lake_buffer_rows": 30, "lake_flush_rows": 10}, "near its bound of 30"),
+    ],
+)
 def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
-    tmp_path: Path, sqlite_url: str
+    tmp_path: Path, sqlite_url: str, bound: dict[str, int], message: str
 ) -> None:
     upgrade(sqlite_url)
     settings = make_settings(
-        tmp_path / "home",
-        sqlite_url,
-        lake_durable=True,
-        lake_durable_max_bytes=2000,
-        lake_flush_interval_ms=50,
+        tmp_path / "home", sqlite_url, lake_durable=True, lake_flush_interval_ms=50, **bound
     )
     table_dir = settings.lake_root / "predictions"
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     with make_client(settings) as client:
         running_experiment(client)
-        _predict(client, 1)
+        first_id = _predict(client, 1)
         _wait(lambda: len(_arm_ids(settings)) == 1, "the first row in the lake")
-        shutil.move(table_dir, tmp_path / "parked")
+        parked = tmp_path / "parked"
+        shutil.move(table_dir, parked)
         table_dir.symlink_to(blocker / "predictions")
         answers = [
             client.post("/v1/experiments/e/predict", json={"features": [i, 1, 2]})
@@ -166,8 +171,21 @@ def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
         assert shed and served and len(shed) + len(served) == 40
         assert {r.json()["error"]["code"] for r in shed} == {"lake_log_full"}
         assert {r.headers["retry-after"] for r in shed} == {"1"}
-        assert "over its bound of 2,000" in shed[0].json()["error"]["message"]
+        assert message in shed[0].json()["error"]["message"]
         # Once refused, always refused until the lake takes the backlog: nothing served
         # after the first 503.
         first = answers.index(shed[0])
         assert all(r.status_code == 503 for r in answers[first:])
+        # The lake returns: every served row reaches it once, the log empties, and the
+        # replica serves again.
+        table_dir.unlink()
+        shutil.move(parked, table_dir)
+        _wait(lambda: len(_arm_ids(settings)) == 1 + len(served), "the backlog to drain")
+        assert sorted(_arm_ids(settings)) == sorted(
+            [r.json()["request_id"] for r in served] + first_id
+        )
+        _wait(lambda: _backlog(client) == 0, "the log's segments to be deleted")
+        assert (
+            client.post("/v1/experiments/e/predict", json={"features": [1, 1, 2]}).status_code
+            == 200
+        )
