@@ -204,6 +204,7 @@ class DurableLog(RowLog):
         self._wake = threading.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._handing_over = False
         self._thread = threading.Thread(
             target=self._run, name=f"lake-log-{self._table}", daemon=True
         )
@@ -316,8 +317,25 @@ class DurableLog(RowLog):
             batch = self._pending
             batch.records.append(record)
             batch.rows.append(row)
-        self._wake.set()
+        self._hand_over()
         return True
+
+    def _hand_over(self) -> None:
+        """Wake the fsync thread once per turn of the event loop, not once per row.
+
+        Every request that runs in this turn adds its row first, so one fsync covers
+        them all, and the thread is not woken (to contend for the GIL) per row.
+        """
+        loop = self._loop
+        if loop is None or self._stopping:
+            self._wake.set()
+        elif not self._handing_over:
+            self._handing_over = True
+            loop.call_soon(self._wake_thread)
+
+    def _wake_thread(self) -> None:
+        self._handing_over = False
+        self._wake.set()
 
     async def record(self, rows: Sequence[PredictionRow | FeedbackRow]) -> None:
         """Return once every row is fsynced in the log (and queued for the lake).
@@ -344,7 +362,7 @@ class DurableLog(RowLog):
                 # One future and one timer per batch, shared by all its requests.
                 future = batch.future = loop.create_future()
                 batch.timer = loop.call_later(self._wait_s, _expire, future, self._wait_s)
-        self._wake.set()
+        self._hand_over()
         # Shielded: a request cancelled by its client must not cancel its batch-mates'.
         await asyncio.shield(future)
 
