@@ -51,7 +51,7 @@ browser:
 	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
 pytest: $(VENV)/.installed-dev browser
-	$(BIN)/pytest -q -n 3 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 test: lint typecheck pytest
 

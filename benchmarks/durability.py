@@ -28,14 +28,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serving import BODY, WRK_SCRIPT, D, Window, _free_port, _metric, _pin, _wait, load  # noqa: E402
+from serving import (  # noqa: E402
+    BODY,
+    WRK_SCRIPT,
+    D,
+    Window,
+    _free_port,
+    _metric,
+    _pin,
+    _wait,
+    load,
+    setup_experiment,
+)
 
 from tests.onnx_models import mlp_model  # noqa: E402
 
@@ -48,20 +58,6 @@ def _serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [*_pin(0), str(cli), "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE
     )
-
-
-def _setup(url: str, model: bytes) -> None:
-    with httpx.Client(base_url=url, timeout=30) as api:
-        api.post(
-            "/v1/experiments", json={"name": "bench", "reward": {"kind": "binary"}}
-        ).raise_for_status()
-        for variant in ("a", "b"):
-            api.post(
-                "/v1/experiments/bench/variants",
-                data={"name": variant},
-                files={"model": ("m.onnx", model)},
-            ).raise_for_status()
-        api.patch("/v1/experiments/bench", json={"status": "running"}).raise_for_status()
 
 
 def _lake_count(home: Path) -> int:
@@ -93,7 +89,7 @@ def serving(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for mode in MODES:
             url = f"http://127.0.0.1:{ports[mode]}"
             _wait(f"{url}/healthz", procs[mode])
-            _setup(url, model)
+            setup_experiment(url, model)
         script = None
         if shutil.which("wrk"):
             script = work / "post.lua"

@@ -406,8 +406,7 @@ def part_d(
 ) -> dict[str, Any]:
     import shutil
 
-    import httpx
-    from serving import BODY, WRK_SCRIPT, D, _wait, load
+    from serving import BODY, WRK_SCRIPT, D, _wait, load, setup_experiment
 
     from tests.onnx_models import mlp_model
 
@@ -431,17 +430,7 @@ def part_d(
         for name, proc in procs.items():
             url = f"http://127.0.0.1:{ports[name]}"
             _wait(f"{url}/healthz", proc)
-            with httpx.Client(base_url=url, timeout=30) as api:
-                api.post(
-                    "/v1/experiments", json={"name": "bench", "reward": {"kind": "binary"}}
-                ).raise_for_status()
-                for variant in ("a", "b"):
-                    api.post(
-                        "/v1/experiments/bench/variants",
-                        data={"name": variant},
-                        files={"model": ("m.onnx", model)},
-                    ).raise_for_status()
-                api.patch("/v1/experiments/bench", json={"status": "running"}).raise_for_status()
+            setup_experiment(url, model)
         script = None
         if shutil.which("wrk"):
             script = work / "post.lua"

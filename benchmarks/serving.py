@@ -135,6 +135,21 @@ def load(url: str, concurrency: int, seconds: float, script: Path | None) -> Win
     return asyncio.run(_httpx_load(url, concurrency, seconds))
 
 
+def setup_experiment(url: str, model: bytes, name: str = "bench") -> None:
+    """A running binary-reward experiment ``name`` with variants a and b on ``model``."""
+    with httpx.Client(base_url=url, timeout=30) as api:
+        api.post(
+            "/v1/experiments", json={"name": name, "reward": {"kind": "binary"}}
+        ).raise_for_status()
+        for variant in ("a", "b"):
+            api.post(
+                f"/v1/experiments/{name}/variants",
+                data={"name": variant},
+                files={"model": ("m.onnx", model)},
+            ).raise_for_status()
+        api.patch(f"/v1/experiments/{name}", json={"status": "running"}).raise_for_status()
+
+
 def _metric(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     return sum(
@@ -190,17 +205,8 @@ def main() -> None:
     try:
         _wait(f"http://127.0.0.1:{bare_port}/docs", bare)
         _wait(f"http://127.0.0.1:{bl_port}/healthz", service)
+        setup_experiment(f"http://127.0.0.1:{bl_port}", model_path.read_bytes())
         api = httpx.Client(base_url=f"http://127.0.0.1:{bl_port}", timeout=30)
-        api.post(
-            "/v1/experiments", json={"name": "bench", "reward": {"kind": "binary"}}
-        ).raise_for_status()
-        for name in ("a", "b"):
-            api.post(
-                "/v1/experiments/bench/variants",
-                data={"name": name},
-                files={"model": ("m.onnx", model_path.read_bytes())},
-            ).raise_for_status()
-        api.patch("/v1/experiments/bench", json={"status": "running"}).raise_for_status()
         provider = api.get("/v1/experiments/bench/variants").json()[0]["provider"]
 
         urls = {

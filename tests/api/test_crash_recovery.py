@@ -162,7 +162,9 @@ class Harness:
                         with self.lock:
                             self.feedback_acked.append(request_id)
 
-    def traffic(self, clients: int = 4) -> tuple[threading.Event, list[threading.Thread]]:
+    @contextlib.contextmanager
+    def traffic(self, clients: int = 4) -> Iterator[None]:
+        """Clients sending requests for as long as the block runs, then a clean stop."""
         stop = threading.Event()
         threads = [
             threading.Thread(target=self.client, args=(stop, i), daemon=True)
@@ -170,7 +172,26 @@ class Harness:
         ]
         for thread in threads:
             thread.start()
-        return stop, threads
+        try:
+            yield
+            time.sleep(0.3)  # requests to the last start, too
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        self.stop()
+
+    def assert_each_acknowledged_id_once(self) -> Counter[str]:
+        """Every acknowledged prediction and feedback in the lake once; sound files."""
+        predictions, feedback = _lake_counts(self.settings)
+        acked = {rid for rid, _ in self.acked}
+        missing = acked - set(predictions)
+        assert missing == set(), f"{len(missing)} acknowledged predictions are not in the lake"
+        assert [rid for rid in acked if predictions[rid] != 1] == []
+        assert set(self.feedback_acked) <= set(feedback)
+        assert [rid for rid in self.feedback_acked if feedback[rid] != 1] == []
+        _assert_lake_sound(self.settings)
+        return predictions
 
 
 def _harness(tmp_path: Path, forks: subprocess.Popen[str], *, durable: bool) -> Harness:
@@ -216,28 +237,14 @@ def test_durable_mode_keeps_every_acknowledged_row_through_sigkills(
     h = _harness(tmp_path, fork_server, durable=True)
     rng = random.Random(13)
     h.start()
-    stop, threads = h.traffic()
     cycles = 20
-    try:
+    with h.traffic():
         for _ in range(cycles):
-            time.sleep(rng.uniform(0.1, 0.6))
+            time.sleep(rng.uniform(0.05, 0.4))
             h.kill()
             h.start()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    h.stop()
-    predictions, feedback = _lake_counts(h.settings)
-    acked = {rid for rid, _ in h.acked}
-    assert len(acked) > cycles * 10, "too little traffic got through to test anything"
-    missing = acked - set(predictions)
-    assert missing == set(), f"{len(missing)} acknowledged predictions are not in the lake"
-    assert [rid for rid in acked if predictions[rid] != 1] == []
-    assert set(h.feedback_acked) <= set(feedback)
-    assert [rid for rid in h.feedback_acked if feedback[rid] != 1] == []
-    _assert_lake_sound(h.settings)
+    assert len(h.acked) > cycles * 10, "too little traffic got through to test anything"
+    h.assert_each_acknowledged_id_once()
     # The log is emptied once its rows are in the lake.
     segments = [p for p in (h.home / "lake-log").rglob("segment-*.log") if p.stat().st_size > 7]
     assert segments == []
@@ -250,20 +257,13 @@ def test_buffered_mode_loses_at_most_the_last_flush_interval(
     h = _harness(tmp_path, fork_server, durable=False)
     rng = random.Random(7)
     h.start()
-    stop, threads = h.traffic()
     kills: list[float] = []
-    try:
+    with h.traffic():
         for _ in range(6):
             time.sleep(rng.uniform(0.3, 0.8))
             kills.append(time.monotonic())
             h.kill()
             h.start()
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    h.stop()
     predictions, _ = _lake_counts(h.settings)
     lost = [(rid, at) for rid, at in h.acked if rid not in predictions]
     print(f"buffered mode: {len(lost)} of {len(h.acked)} acknowledged predictions lost in 6 kills")
@@ -301,9 +301,8 @@ def test_a_crash_at_each_point_of_the_write_path_loses_and_repeats_nothing(
         "BANDITLAKE_COMPACT_MIN_AGE_S": "1",
         "BANDITLAKE_COMPACT_GRACE_S": "0",
     }
-    stop, threads = h.traffic()
     mark = tmp_path / "failpoint-reached"
-    try:
+    with h.traffic():
         for point in POINTS:
             h.start(
                 until=mark,
@@ -321,16 +320,5 @@ def test_a_crash_at_each_point_of_the_write_path_loses_and_repeats_nothing(
             assert mark.read_text().startswith(point.split("@")[0]), mark.read_text()
             mark.unlink()
         h.start()
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    h.stop()
-    predictions, feedback = _lake_counts(h.settings)
-    acked = {rid for rid, _ in h.acked}
-    assert len(acked) > 50, "too little traffic got through to test anything"
-    assert acked - set(predictions) == set()
-    assert [rid for rid in acked if predictions[rid] != 1] == []
-    assert [rid for rid in h.feedback_acked if feedback[rid] != 1] == []
-    _assert_lake_sound(h.settings)
+    assert len(h.acked) > 50, "too little traffic got through to test anything"
+    h.assert_each_acknowledged_id_once()

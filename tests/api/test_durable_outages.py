@@ -6,6 +6,7 @@ file (chmod does not stop root), or the S3 server stops listening.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
+from sqlalchemy import Connection, create_engine, text
 
 from api.settings import Settings
 from api.store.migrate import upgrade
 from lake import open_lake
 from tests.api.serving_support import running_experiment
+from tests.api.test_store_outage import _outage
 from tests.conftest import make_client, make_settings
 from tests.s3_server import S3Server, _free_port
 
@@ -58,8 +61,13 @@ def _backlog(client: TestClient) -> float:
 
 
 def _serve_through_outage(
-    settings: Settings, break_lake: Callable[[], None], repair_lake: Callable[[], None]
+    settings: Settings,
+    break_lake: Callable[[], None],
+    repair_lake: Callable[[], None],
+    *,
+    lake_down: bool = True,
 ) -> None:
+    """Rows acknowledged while publishing fails (or hangs) reach the lake once after."""
     with make_client(settings) as client:
         running_experiment(client)
         before = _predict(client, 10)
@@ -67,10 +75,11 @@ def _serve_through_outage(
         break_lake()
         during = _predict(client, 30)  # every one acknowledged: fsynced in the log
         _wait(lambda: _backlog(client) > 0, "rows held in the log")
-        _wait(
-            lambda: client.get("/readyz").json()["checks"]["lake"] == "failing",
-            "readiness to report the lake",
-        )
+        if lake_down:
+            _wait(
+                lambda: client.get("/readyz").json()["checks"]["lake"] == "failing",
+                "readiness to report the lake",
+            )
         assert client.get("/readyz").status_code == 200  # degraded, still serving
         repair_lake()
         _wait(lambda: len(_arm_ids(settings)) == 40, "the backlog to drain")
@@ -189,3 +198,47 @@ def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
             client.post("/v1/experiments/e/predict", json={"features": [1, 1, 2]}).status_code
             == 200
         )
+
+
+@pytest.mark.postgres
+def test_a_postgresql_outage_keeps_rows_in_the_log_until_the_manifest_returns(
+    tmp_path: Path, pg_server: str, pg_url: str
+) -> None:
+    upgrade(pg_url)
+    settings = make_settings(
+        tmp_path / "home", pg_url, lake_durable=True, lake_flush_interval_ms=50, reallocate=False
+    )
+    outage = contextlib.ExitStack()
+
+    def break_store() -> None:
+        outage.enter_context(_outage(pg_server, pg_url))
+
+    _serve_through_outage(settings, break_store, outage.close)
+
+
+@pytest.mark.postgres
+def test_a_slow_manifest_holds_no_request_back(tmp_path: Path, pg_server: str, pg_url: str) -> None:
+    """A transaction holding lake_files locked: registrations wait, requests do not."""
+    upgrade(pg_url)
+    settings = make_settings(
+        tmp_path / "home", pg_url, lake_durable=True, lake_flush_interval_ms=50, reallocate=False
+    )
+    engine = create_engine(pg_url)
+    held: list[Connection] = []
+
+    def lock_manifest() -> None:
+        conn = engine.connect()
+        conn.execute(text("LOCK TABLE lake_files IN ACCESS EXCLUSIVE MODE"))
+        held.append(conn)  # the transaction stays open: the lock stays held
+
+    def unlock_manifest() -> None:
+        conn = held.pop()
+        conn.rollback()
+        conn.close()
+
+    try:
+        _serve_through_outage(settings, lock_manifest, unlock_manifest, lake_down=False)
+    finally:
+        for conn in held:
+            conn.close()
+        engine.dispose()

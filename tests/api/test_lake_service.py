@@ -40,7 +40,9 @@ def _serve(home: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
+    # Generous: several server processes start at once here, on a machine the other test
+    # worker keeps busy (60 s was not always enough on 2 cores).
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
         try:
