@@ -7,7 +7,7 @@ file (chmod does not stop root), or the S3 server stops listening.
 from __future__ import annotations
 
 import contextlib
-import shutil
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,6 +55,35 @@ def _arm_ids(settings: Settings) -> list[str]:
         return [r[0] for r in rows.fetchall()]
 
 
+class _Switch:
+    """The lake's predictions directory as a link, swapped atomically to break and repair.
+
+    The writer retries all the while and creates directories as it goes, so the lake
+    must never pass through a state with no entry at that path (a rename would race it).
+    """
+
+    def __init__(self, settings: Settings, tmp_path: Path) -> None:
+        self.link = settings.lake_root / "predictions"
+        self.real = tmp_path / "real-predictions"
+        self.real.mkdir()
+        blocker = tmp_path / "not-a-directory"
+        blocker.write_text("")
+        self.broken = blocker / "predictions"  # a path under a plain file
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        self.link.symlink_to(self.real)
+
+    def _point(self, target: Path) -> None:
+        swap = self.link.with_name(".swap")
+        swap.symlink_to(target)
+        os.replace(swap, self.link)
+
+    def break_lake(self) -> None:
+        self._point(self.broken)
+
+    def repair_lake(self) -> None:
+        self._point(self.real)
+
+
 def _backlog(client: TestClient) -> float:
     client.app.state.serving.sync_metrics()  # type: ignore[attr-defined]
     return _metric(client, "banditlake_lake_log_bytes")
@@ -96,20 +125,8 @@ def test_a_broken_local_lake_spills_to_the_log_and_drains_when_it_returns(
     settings = make_settings(
         tmp_path / "home", sqlite_url, lake_durable=True, lake_flush_interval_ms=50
     )
-    table_dir = settings.lake_root / "predictions"
-    parked = tmp_path / "parked"
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
-
-    def break_lake() -> None:
-        shutil.move(table_dir, parked)
-        table_dir.symlink_to(blocker / "predictions")
-
-    def repair_lake() -> None:
-        table_dir.unlink()
-        shutil.move(parked, table_dir)
-
-    _serve_through_outage(settings, break_lake, repair_lake)
+    switch = _Switch(settings, tmp_path)
+    _serve_through_outage(settings, switch.break_lake, switch.repair_lake)
 
 
 def test_an_unreachable_s3_server_spills_to_the_log_and_drains_when_it_returns(
@@ -161,16 +178,12 @@ def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
     settings = make_settings(
         tmp_path / "home", sqlite_url, lake_durable=True, lake_flush_interval_ms=50, **bound
     )
-    table_dir = settings.lake_root / "predictions"
-    blocker = tmp_path / "not-a-directory"
-    blocker.write_text("")
+    switch = _Switch(settings, tmp_path)
     with make_client(settings) as client:
         running_experiment(client)
         first_id = _predict(client, 1)
         _wait(lambda: len(_arm_ids(settings)) == 1, "the first row in the lake")
-        parked = tmp_path / "parked"
-        shutil.move(table_dir, parked)
-        table_dir.symlink_to(blocker / "predictions")
+        switch.break_lake()
         answers = [
             client.post("/v1/experiments/e/predict", json={"features": [i, 1, 2]})
             for i in range(40)
@@ -187,8 +200,7 @@ def test_a_replica_whose_log_is_over_its_bound_sheds_load_with_retry_after(
         assert all(r.status_code == 503 for r in answers[first:])
         # The lake returns: every served row reaches it once, the log empties, and the
         # replica serves again.
-        table_dir.unlink()
-        shutil.move(parked, table_dir)
+        switch.repair_lake()
         _wait(lambda: len(_arm_ids(settings)) == 1 + len(served), "the backlog to drain")
         assert sorted(_arm_ids(settings)) == sorted(
             [r.json()["request_id"] for r in served] + first_id
