@@ -43,6 +43,7 @@ from lake.errors import LakeConfigError, LakeError
 from lake.failpoints import failpoint
 from lake.manifest import live_files
 from lake.schemas import TABLES, FeedbackRow, PredictionRow, TableName
+from lake.storage import fsync_dir
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -223,20 +224,13 @@ class DurableLog(RowLog):
             if digits.isdigit():
                 yield int(digits), path
 
-    def _fsync_dir(self) -> None:
-        fd = os.open(self._dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
     def _open_segment(self) -> None:
         path = self._path(self._number)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, _MAGIC)
             os.fsync(fd)
-            self._fsync_dir()
+            fsync_dir(self._dir)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -476,7 +470,7 @@ class DurableLog(RowLog):
         self._released = upto
         if deleted:
             with contextlib.suppress(OSError):
-                self._fsync_dir()
+                fsync_dir(self._dir)
 
     # -- start and stop -------------------------------------------------------------
 
