@@ -31,7 +31,7 @@ from tests.tcp_proxy import TcpProxy
 
 
 class _TinyDisk:
-    """A 4 MiB tmpfs mounted as the lake's root, filled to the last byte and emptied again."""
+    """A 4 MiB tmpfs mounted as the lake's root: filled to the last byte, or made read-only."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -56,6 +56,15 @@ class _TinyDisk:
     def empty(self) -> None:
         self.filler.unlink()
 
+    def read_only(self) -> None:
+        self._remount("ro")
+
+    def writable(self) -> None:
+        self._remount("rw")
+
+    def _remount(self, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.root)], check=True)
+
     def unmount(self) -> None:
         subprocess.run(["umount", "-l", str(self.root)], check=False)
 
@@ -69,15 +78,19 @@ def tiny_disk(tmp_path: Path) -> Iterator[_TinyDisk]:
         disk.unmount()
 
 
-def test_a_full_lake_disk_spills_to_the_log_and_drains_when_space_returns(
-    tmp_path: Path, sqlite_url: str, tiny_disk: _TinyDisk
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_full_or_read_only_lake_disk_spills_to_the_log_and_drains_when_it_recovers(
+    tmp_path: Path, sqlite_url: str, tiny_disk: _TinyDisk, fault: str
 ) -> None:
     upgrade(sqlite_url)
     settings = make_settings(
         tmp_path / "home", sqlite_url, lake_durable=True, lake_flush_interval_ms=50
     )
     assert settings.lake_root == tiny_disk.root
-    _serve_through_outage(settings, tiny_disk.fill, tiny_disk.empty)
+    if fault == "full":
+        _serve_through_outage(settings, tiny_disk.fill, tiny_disk.empty)
+    else:
+        _serve_through_outage(settings, tiny_disk.read_only, tiny_disk.writable)
 
 
 def _buffered_through_outage(
