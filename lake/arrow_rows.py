@@ -22,6 +22,7 @@ __all__ = ["rows_to_table", "split_convertible"]
 _ALLOWED_VALUES: Final[Mapping[str, frozenset[str]]] = {
     "role": frozenset({"arm", "shadow"}),
     "status": frozenset({"ok", "error", "rejected"}),
+    "mode": frozenset({"online", "batch", "stream"}),
 }
 
 # Every conversion problem that bad values can cause in pyarrow or in our own column code.

@@ -20,10 +20,12 @@ import pyarrow as pa
 
 __all__ = [
     "FEEDBACK_SCHEMA",
+    "INFERENCE_MODES",
     "PREDICTIONS_SCHEMA",
     "SCHEMAS",
     "TABLES",
     "FeedbackRow",
+    "InferenceMode",
     "PredictionRow",
     "TableName",
 ]
@@ -32,6 +34,11 @@ TableName = Literal["predictions", "feedback"]
 """Name of a lake table; also its directory name under the lake root."""
 
 TABLES: Final[tuple[TableName, ...]] = ("predictions", "feedback")
+
+InferenceMode = Literal["online", "batch", "stream"]
+"""How a prediction was served; the ``mode`` column of the predictions table."""
+
+INFERENCE_MODES: Final[tuple[InferenceMode, ...]] = ("online", "batch", "stream")
 
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -53,10 +60,15 @@ PREDICTIONS_SCHEMA: Final[pa.Schema] = pa.schema(
         pa.field("provider", pa.string(), nullable=False),
         pa.field("status", pa.string(), nullable=False),
         pa.field("error", pa.string(), nullable=True),
+        pa.field("mode", pa.string(), nullable=False),
         pa.field("writer_id", pa.string(), nullable=False),
     ]
 )
-"""One row per served request and variant (arms and shadows), including failed ones."""
+"""One row per served request and variant (arms and shadows), including failed ones.
+
+``mode`` was added after the first files were written: a file without it holds online
+rows, and every reader treats a missing ``mode`` as ``"online"``.
+"""
 
 FEEDBACK_SCHEMA: Final[pa.Schema] = pa.schema(
     [
@@ -118,6 +130,10 @@ class PredictionRow(NamedTuple):
         at fault (the client got a 422; it does not count against the guardrail).
     error
         The error message when ``status`` is not ``"ok"``.
+    mode
+        How the row was served: ``"online"`` (the HTTP path), ``"batch"`` (``banditlake
+        score``) or ``"stream"`` (the message-stream consumer). Batch rows stay out of the
+        bandit statistics unless the experiment sets ``learn_from_batch``.
     """
 
     request_id: str
@@ -136,6 +152,7 @@ class PredictionRow(NamedTuple):
     provider: str
     status: Literal["ok", "error", "rejected"]
     error: str | None = None
+    mode: InferenceMode = "online"
 
 
 class FeedbackRow(NamedTuple):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -77,6 +78,8 @@ class Experiment(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer)
     # Features kept out of the lake: {"drop": [names], "hash": [names]}; None: none.
     redaction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Whether rows scored by `banditlake score` (mode "batch") feed the bandit statistics.
+    learn_from_batch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     status: Mapped[str] = mapped_column(String(16), default="draft")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
