@@ -1,4 +1,4 @@
-"""Dashboard queries: per-variant time buckets and feature drift, over the files that matter.
+"""Dashboard queries: per-variant time buckets, feature and prediction drift, data quality.
 
 Each query first picks, from a manifest snapshot, the files whose ``ts`` range
 (``min_ts``/``max_ts``) overlaps its window, then has DuckDB read only the columns it
@@ -15,6 +15,12 @@ and the result cache: no state is kept at module level, so each service (and eac
 app) has its own and closes it when it stops.
 """
 
+from lake.dashboard._data_quality import (
+    QUALITY_MIN_ROWS,
+    DataQuality,
+    FeatureQuality,
+    data_quality,
+)
 from lake.dashboard._drift import (
     DRIFT_BINS,
     DRIFT_MIN_ROWS,
@@ -24,18 +30,36 @@ from lake.dashboard._drift import (
     FeatureDrift,
     psi,
 )
+from lake.dashboard._prediction_drift import (
+    PREDICTION_DRIFT_MIN_ROWS,
+    PredictionDrift,
+    VariantDrift,
+    prediction_cuts,
+    prediction_drift,
+)
 from lake.dashboard._queries import DashboardQueries
 from lake.dashboard._series import TimeBuckets, VariantBuckets
+from lake.dashboard._served import SERVED_MODES
 
 __all__ = [
     "DRIFT_BINS",
     "DRIFT_MIN_ROWS",
     "DRIFT_THRESHOLD",
+    "PREDICTION_DRIFT_MIN_ROWS",
+    "QUALITY_MIN_ROWS",
+    "SERVED_MODES",
     "DashboardQueries",
+    "DataQuality",
     "Drift",
     "DriftWindow",
     "FeatureDrift",
+    "FeatureQuality",
+    "PredictionDrift",
     "TimeBuckets",
     "VariantBuckets",
+    "VariantDrift",
+    "data_quality",
+    "prediction_cuts",
+    "prediction_drift",
     "psi",
 ]

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import duckdb
 
-from lake.dashboard import _drift, _files, _series
+from lake.dashboard import _data_quality, _drift, _files, _prediction_drift, _series
 from lake.errors import LakeConfigError
 from lake.storage import LakeStorage
 
@@ -23,7 +23,7 @@ _CACHE_SIZE = 64
 
 
 class DashboardQueries:
-    """Time series, feature drift and experiment spans over manifest snapshots.
+    """Time series, feature and prediction drift, data quality and experiment spans.
 
     Owns an in-memory DuckDB database (it holds no data; every query reads Parquet files
     by the list the snapshot gives) and a cache of results that depend only on immutable
@@ -97,3 +97,5 @@ class DashboardQueries:
     experiment_span = _files.experiment_span
     time_buckets = _series.time_buckets
     feature_drift = _drift.feature_drift
+    prediction_drift = _prediction_drift.prediction_drift
+    data_quality = _data_quality.data_quality
