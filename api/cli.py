@@ -95,6 +95,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.drain_delay and args.workers > 1:
         msg = "--drain-delay needs --workers 1: uvicorn's supervisor signals its workers itself."
         raise CommandError(msg)
+    stream = None
+    if (args.stream_experiment is None) != (args.stream_subject is None):
+        msg = "--stream-experiment and --stream-subject go together; give both or neither."
+        raise CommandError(msg)
+    if args.stream_experiment is not None:
+        if args.workers > 1:
+            msg = "--stream-experiment needs --workers 1: the consumer runs in the server's loop."
+            raise CommandError(msg)
+        stream = _stream_options(args, args.stream_experiment, args.stream_subject)
     check_stores(settings)
     if settings.device == "cuda":
         from api.serving.sessions import cuda_status
@@ -134,13 +143,85 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # On SIGTERM the loop stops at once, so its lease lapses now rather than after its TTL.
     on_shutdown = [worker.terminate] if worker is not None else []
     try:
-        _run_uvicorn(args, serving, on_shutdown=on_shutdown)
+        _run_uvicorn(args, serving, on_shutdown=on_shutdown, stream=stream)
     finally:
         if worker is not None:
             worker.terminate()
             worker.join(timeout=settings.shutdown_timeout_s)
             if worker.is_alive():
                 worker.kill()
+
+
+def _stream_options(args: argparse.Namespace, experiment: str, subject: str) -> Any:
+    from api.streaming import StreamError, StreamOptions, default_nats_url
+
+    try:
+        return StreamOptions(
+            experiment=experiment,
+            subject=subject,
+            reply_subject=args.reply_subject,
+            feedback_subject=args.feedback_subject,
+            stream=args.stream,
+            durable=args.durable,
+            max_in_flight=args.max_in_flight,
+            nats_url=args.nats_url or default_nats_url(),
+        )
+    except StreamError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def cmd_stream(args: argparse.Namespace) -> None:
+    from api.streaming import StreamError, run_stream
+
+    options = _stream_options(args, args.experiment, args.subject)
+    settings = _settings()
+    check_stores(settings)
+    if settings.is_sqlite:
+        from api.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    try:
+        run_stream(settings, options, metrics_port=args.metrics_port)
+    except StreamError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _add_stream_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
+    """The stream consumer's flags: ``--reply-subject`` for ``stream``, ``--stream-reply-
+    subject`` for ``serve``."""
+    parser.add_argument(
+        f"--{prefix}reply-subject",
+        dest="reply_subject",
+        help="subject of the answers to messages without a Reply-To inbox",
+    )
+    parser.add_argument(
+        f"--{prefix}feedback-subject",
+        dest="feedback_subject",
+        help="subject of feedback messages (POST /v1/feedback bodies)",
+    )
+    parser.add_argument(
+        "--stream-name" if prefix else "--stream",
+        dest="stream",
+        help="JetStream stream (created over the subjects when missing; default "
+        "BANDITLAKE_<experiment>)",
+    )
+    parser.add_argument(
+        f"--{prefix}durable",
+        dest="durable",
+        help="durable consumer name, shared by every process that splits the messages "
+        "(default banditlake-<experiment>)",
+    )
+    parser.add_argument(
+        f"--{prefix}max-in-flight",
+        dest="max_in_flight",
+        type=int,
+        default=256,
+        help="messages received and not yet acknowledged, at most (default 256)",
+    )
+    parser.add_argument(
+        "--nats-url",
+        help="NATS server (default $BANDITLAKE_NATS_URL, else nats://127.0.0.1:4222)",
+    )
 
 
 def cmd_reallocator(_: argparse.Namespace) -> None:
@@ -168,7 +249,11 @@ def worker_environment(settings: Settings, *, pid: int) -> dict[str, str]:
 
 
 def _run_uvicorn(
-    args: argparse.Namespace, settings: Settings, *, on_shutdown: Sequence[Callable[[], None]]
+    args: argparse.Namespace,
+    settings: Settings,
+    *,
+    on_shutdown: Sequence[Callable[[], None]],
+    stream: Any = None,
 ) -> None:
     import uvicorn
 
@@ -184,7 +269,7 @@ def _run_uvicorn(
         "access_log": args.access_log,
     }
     if args.workers == 1:
-        app = create_app(settings, tune_gc=True)
+        app = create_app(settings, tune_gc=True, stream=stream)
         server = GracefulServer(
             uvicorn.Config(app, **options),
             app.state.shutdown,
@@ -439,7 +524,30 @@ def _parser() -> argparse.ArgumentParser:
             "BANDITLAKE_SHUTDOWN_TIMEOUT_S; one worker only)"
         ),
     )
+    serve.add_argument(
+        "--stream-experiment",
+        metavar="EXPERIMENT",
+        help="also serve this experiment's predict requests off NATS JetStream (one worker)",
+    )
+    serve.add_argument(
+        "--stream-subject", metavar="SUBJECT", help="subject of the streamed predict requests"
+    )
+    _add_stream_flags(serve, "stream-")
     serve.set_defaults(func=cmd_serve)
+    stream = sub.add_parser(
+        "stream",
+        help="serve an experiment's predict requests and feedback off NATS JetStream",
+    )
+    stream.add_argument("experiment", help="the experiment that serves the requests")
+    stream.add_argument("--subject", required=True, help="subject of the predict requests")
+    _add_stream_flags(stream, "")
+    stream.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT (default: none)",
+    )
+    stream.set_defaults(func=cmd_stream)
     realloc = sub.add_parser(
         "reallocator", help="run only the reallocation loop (serve already starts one)"
     )

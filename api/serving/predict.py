@@ -43,7 +43,7 @@ from api.serving.runtime import ExperimentRuntime, VariantRuntime
 from api.serving.sessions import LoadedModel
 from api.serving.snapshot import Snapshot
 from lake.durable import RowLog
-from lake.schemas import PredictionRow
+from lake.schemas import InferenceMode, PredictionRow
 
 __all__ = ["PredictRequest", "Prediction", "Predictor"]
 
@@ -143,12 +143,28 @@ class Predictor:
             raise UnavailableError(msg, code="no_servable_arm")
         return exp
 
-    async def predict(self, name: str, features: Features, unit_id: str | None) -> Prediction:
-        """Serve one request; a failed model call raises its error (the row is logged)."""
+    async def predict(
+        self,
+        name: str,
+        features: Features,
+        unit_id: str | None,
+        *,
+        request_id: str | None = None,
+        rng: random.Random | None = None,
+        mode: InferenceMode = "online",
+    ) -> Prediction:
+        """Serve one request; a failed model call raises its error (the row is logged).
+
+        A caller that must answer a repeat of a request the same way (the stream consumer,
+        :mod:`api.streaming`) passes the request id and a generator seeded for it, so the
+        same variant is chosen; ``mode`` marks its lake row.
+        """
         exp = self.experiment(name)
         check_log_room(self._log)
         check_features(exp, features, "features")
-        result = await self._serve(exp, features, unit_id)
+        result = await self._serve(
+            exp, features, unit_id, request_id=request_id, rng=rng, mode=mode
+        )
         if result.error is not None:
             raise result.error
         return result
@@ -179,18 +195,25 @@ class Predictor:
             await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
 
     async def _serve(
-        self, exp: ExperimentRuntime, features: Features, unit_id: str | None
+        self,
+        exp: ExperimentRuntime,
+        features: Features,
+        unit_id: str | None,
+        *,
+        request_id: str | None = None,
+        rng: random.Random | None = None,
+        mode: InferenceMode = "online",
     ) -> Prediction:
         start = time.perf_counter()
         ts = datetime.now(UTC)
-        variant, propensity = exp.choose(unit_id, self._rng)
-        request_id = self._request_ids.issue(exp.id)
+        variant, propensity = exp.choose(unit_id, rng or self._rng)
+        request_id = request_id or self._request_ids.issue(exp.id)
         row, timeout = await self._run_variant(
-            exp, variant, features, "arm", propensity, unit_id, request_id, ts, start
+            exp, variant, features, "arm", propensity, unit_id, request_id, ts, start, mode
         )
         for shadow in exp.shadows:
             task = asyncio.get_running_loop().create_task(
-                self._shadow(exp, shadow, features, unit_id, request_id, ts)
+                self._shadow(exp, shadow, features, unit_id, request_id, ts, mode)
             )
             self._shadow_tasks.add(task)
             task.add_done_callback(self._shadow_tasks.discard)
@@ -239,11 +262,12 @@ class Predictor:
         unit_id: str | None,
         request_id: str,
         ts: datetime,
+        mode: InferenceMode = "online",
     ) -> None:
         # A shadow's latency is its own: its clock starts when its task runs.
         start = time.perf_counter()
         await self._run_variant(
-            exp, shadow, features, "shadow", 0.0, unit_id, request_id, ts, start
+            exp, shadow, features, "shadow", 0.0, unit_id, request_id, ts, start, mode
         )
 
     async def _run_variant(
@@ -257,6 +281,7 @@ class Predictor:
         request_id: str,
         ts: datetime,
         start: float,
+        mode: InferenceMode = "online",
     ) -> tuple[PredictionRow, ModelTimeoutError | None]:
         """Run one variant on the request's features, log its lake row and count it.
 
@@ -315,6 +340,7 @@ class Predictor:
             provider=model.provider if model else "none",
             status=status,
             error=error,
+            mode=mode,
         )
         if role == "arm":
             counters = self._counters(exp.name, variant.name)
