@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from api.control import experiments
 from api.deps import AdminDep, SessionDep, SettingsDep
 from api.errors import NotFoundError
-from api.readout import panels
+from api.readout import panels, quality
 from api.readout.report import Report, build_report
 from api.routes import _dashboard_examples as dex
 from api.routes import _examples as ex
@@ -41,6 +41,10 @@ _NO_CACHE: Final = {"Cache-Control": "no-cache"}
 _MEDIA_TYPES: Final = {".js": "text/javascript", ".css": "text/css"}
 
 Hours = Annotated[int, Query(ge=1, le=24 * 90, description="Window length in hours.")]
+VariantName = Annotated[
+    str | None,
+    Query(max_length=64, description="Only this variant's rows; every arm's when absent."),
+]
 Buckets = Annotated[int, Query(ge=1, le=1000, description="Number of time buckets.")]
 
 
@@ -157,3 +161,47 @@ def drift(
     the last `hours` against the first window, flagged above the threshold."""
     experiment = experiments.get_experiment(session, name)
     return panels.drift(queries, lake, experiment, hours=hours)
+
+
+@router.get(
+    "/dashboard/api/experiments/{name}/prediction-drift",
+    summary="Dashboard: prediction drift",
+    responses=ok(dex.DASHBOARD_PREDICTION_DRIFT) | error_responses(404, 422),
+)
+def prediction_drift(
+    name: str,
+    _: AdminDep,
+    session: SessionDep,
+    lake: LakeDep,
+    queries: QueriesDep,
+    hours: Hours = 24,
+) -> quality.PredictionDriftOut:
+    """Per variant: the population stability index of its predictions in the last window
+    against the first (the feature-drift windows; online and stream rows), flagged above
+    the threshold; `psi` is null while a window has fewer than `min_rows` predictions."""
+    experiment = experiments.get_experiment(session, name)
+    return quality.prediction_drift(queries, lake, experiment, hours=hours)
+
+
+@router.get(
+    "/dashboard/api/experiments/{name}/quality",
+    summary="Dashboard: data quality",
+    responses=ok(dex.DASHBOARD_QUALITY) | error_responses(404, 422),
+)
+def data_quality(
+    name: str,
+    request: Request,
+    _: AdminDep,
+    session: SessionDep,
+    lake: LakeDep,
+    queries: QueriesDep,
+    hours: Hours = 24,
+    variant: VariantName = None,
+) -> quality.DataQualityOut:
+    """Per feature: the share of rows missing it in each window, the share of the last
+    window's values outside the first window's range, the NaN or infinite values logged,
+    and those the service refused (422) since it started."""
+    experiment = experiments.get_experiment(session, name)
+    return quality.data_quality(
+        queries, lake, experiment, request.app.state.metrics, hours=hours, variant=variant
+    )

@@ -20,6 +20,7 @@ from api.auth import authorize
 from api.routes import _examples as ex
 from api.routes._responses import error_responses, example, ok
 from api.schemas import BatchFeedbackBody, BatchPredictBody, FeedbackBody, PredictBody, PredictOut
+from api.serving.rejections import count_non_finite
 from api.serving.service import Prediction, ServingService
 
 router = APIRouter(tags=["serving"], responses=error_responses(401, 403, 413, 422, 503))
@@ -93,13 +94,19 @@ def _doc(model: type[BaseModel], sample: Any, *, path_name: bool = False) -> dic
     return doc
 
 
-async def _prepare(request: Request, model: type[Body]) -> tuple[ServingService, Body]:
+async def _prepare(
+    request: Request, model: type[Body], experiment: str | None = None
+) -> tuple[ServingService, Body]:
     service: ServingService = request.app.state.serving
     authorize(request, service.settings, "serve")
     try:
         body = model.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        errors = exc.errors(include_url=False)
+        if experiment is not None:
+            # Refused here, these values never reach the lake: counted for the dashboard.
+            count_non_finite(service.metrics, service.runtime.experiments.get(experiment), errors)
+        raise RequestValidationError(errors) from None
     return service, body
 
 
@@ -117,7 +124,7 @@ async def predict(request: Request) -> Response:
     `scores` follow the model contract (see the variant upload); `propensity` is the
     probability this arm had of being picked."""
     name: str = request.path_params["name"]
-    service, body = await _prepare(request, PredictBody)
+    service, body = await _prepare(request, PredictBody, name)
     return Response(
         _predict_json(await service.predict(name, body.features, body.unit_id)),
         media_type="application/json",
@@ -135,7 +142,7 @@ async def predict_batch(request: Request) -> JSONResponse:
     the results come back in the same order. At most `BANDITLAKE_MAX_PREDICT_BATCH_ROWS`
     rows (422 `batch_too_large`)."""
     name: str = request.path_params["name"]
-    service, body = await _prepare(request, BatchPredictBody)
+    service, body = await _prepare(request, BatchPredictBody, name)
     rows = [(row.features, row.unit_id) for row in body.rows]
     results = await service.predict_batch(name, rows)
     return JSONResponse({"results": [_batch_result(r) for r in results]})
