@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     compact_every_s: int = Field(default=600, ge=0)
     compact_min_age_s: int = Field(default=3600, ge=0)
     compact_grace_s: int = Field(default=3600, ge=0)
+    # Alerts: the lease holder evaluates the rules after each pass that published and at
+    # least this often; a message is POSTed with this timeout, retried with exponential
+    # backoff (base, doubling, jittered) up to this many attempts.
+    alert_every_s: int = Field(default=30, ge=0)
+    alert_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    alert_max_attempts: int = Field(default=8, gt=0, le=100)
+    alert_retry_base_s: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:

@@ -31,6 +31,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.alerts import AlertEngine
 from api.control import allocation_versions, leases
 from api.control.experiments import retention_cutoffs_of_store
 from api.errors import ConflictError
@@ -77,6 +78,8 @@ class Reallocator:
         self._renewed_at = -float("inf")
         # The first compaction waits one period: a starting holder has a catch-up to do.
         self._compact_due = time.monotonic() + settings.compact_every_s
+        # Alert rules are evaluated by the lease holder after its passes (api.alerts).
+        self.alerts = AlertEngine(settings, session_factory, stats)
 
     # -- the lease ----------------------------------------------------------------------
 
@@ -283,6 +286,7 @@ class Reallocator:
                 except Exception:
                     session.rollback()
                     log.exception("reallocating %s failed; trying again next tick", experiment.name)
+        self.run_alerts(passed=done > 0)
         self.checkpoint()
         self.compact_if_due()
         return done
@@ -362,6 +366,16 @@ class Reallocator:
                 info.encode_s,
                 info.write_s,
             )
+
+    def run_alerts(self, *, passed: bool) -> None:
+        """Evaluate the alert rules (after a pass that published, or when due) and send
+        what is due, under the lease; a failure is logged and tried again next tick."""
+        try:
+            self.alerts.run(passed=passed, renew=self.renew, fence=self._fence)
+        except LeaseLost:
+            log.warning("%s lost the %s lease while alerting; stopped", self.holder, LEASE)
+        except Exception:
+            log.exception("evaluating or sending alerts failed; trying again next tick")
 
     def release(self) -> None:
         with self._session_factory() as session:

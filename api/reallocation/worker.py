@@ -46,6 +46,7 @@ def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None
             stop.wait(TICK_S)
     finally:
         reallocator.release()
+        reallocator.alerts.close()
         engine.dispose()
 
 

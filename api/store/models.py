@@ -32,6 +32,10 @@ from bandit.stopping import StoppingRule
 from lake.manifest import metadata as lake_metadata
 
 __all__ = [
+    "Alert",
+    "AlertDelivery",
+    "AlertRule",
+    "AlertTarget",
     "AllocationRow",
     "AuditEvent",
     "Base",
@@ -44,6 +48,21 @@ __all__ = [
 EXPERIMENT_STATUSES = ("draft", "running", "paused", "stopped")
 VARIANT_ROLES = ("arm", "shadow")
 VARIANT_STATUSES = ("active", "disabled", "failed")
+ALERT_TARGET_KINDS = ("slack", "pagerduty", "webhook")
+ALERT_RULE_KINDS = (
+    "guardrail_tripped",
+    "error_rate",
+    "p99_latency_ms",
+    "srm",
+    "feature_drift",
+    "prediction_drift",
+    "rows_dropped",
+    "reallocation_stalled",
+)
+ALERT_SEVERITIES = ("critical", "error", "warning", "info")
+ALERT_STATES = ("open", "resolved")
+ALERT_EVENTS = ("trigger", "resolve")
+DELIVERY_STATUSES = ("pending", "sent", "failed")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -184,3 +203,95 @@ class ServiceSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertTarget(Base):
+    """Where alerts go: a Slack incoming webhook, a PagerDuty service or a JSON webhook.
+
+    ``url`` and ``routing_key`` are secrets: the API shows them redacted only.
+    """
+
+    __tablename__ = "alert_targets"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ALERT_TARGET_KINDS), name="alert_target_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(Text)
+    routing_key: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertRule(Base):
+    """One condition on one experiment, evaluated by the reallocation lease holder."""
+
+    __tablename__ = "alert_rules"
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ALERT_RULE_KINDS), name="alert_rule_kind"),
+        CheckConstraint(_one_of("severity", ALERT_SEVERITIES), name="alert_rule_severity"),
+        Index(None, "experiment_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    threshold: Mapped[float] = mapped_column(Float)
+    window_s: Mapped[int] = mapped_column(Integer)
+    min_requests: Mapped[int] = mapped_column(Integer)
+    severity: Mapped[str] = mapped_column(String(16))
+    # Names of alert targets; a target named here cannot be deleted.
+    targets: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Alert(Base):
+    """An alert of one rule on one subject (a variant, a feature, the experiment).
+
+    ``open_key`` is ``"<rule id>:<subject>"`` while the alert is open and NULL once
+    resolved: its unique constraint keeps one open alert per rule and subject, in every
+    replica and across lease holders.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_one_of("state", ALERT_STATES), name="alert_state"),
+        Index(None, "experiment_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("alert_rules.id", ondelete="CASCADE"))
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(16))
+    open_key: Mapped[str | None] = mapped_column(String(320), unique=True)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float] = mapped_column(Float)
+    summary: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+
+
+class AlertDelivery(Base):
+    """One message to send to one target (an outbox row): retried until sent or given up."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (
+        CheckConstraint(_one_of("event", ALERT_EVENTS), name="alert_delivery_event"),
+        CheckConstraint(_one_of("status", DELIVERY_STATUSES), name="alert_delivery_status"),
+        Index(None, "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id", ondelete="CASCADE"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("alert_targets.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
