@@ -451,3 +451,12 @@ def test_secrets_in_target_urls_are_never_echoed(client: TestClient) -> None:
 )
 def test_redacted_urls(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_the_dashboard_has_an_alerts_panel(client: TestClient) -> None:
+    page = client.get("/dashboard")
+    assert 'id="panel-alerts"' in page.text
+    script = client.get("/dashboard/static/dashboard/alerts.js")
+    assert script.status_code == 200
+    assert "export const renderAlerts" in script.text
+    assert "fetchAlerts" in client.get("/dashboard/static/dashboard/main.js").text
