@@ -35,8 +35,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from scipy import stats as sps
+if TYPE_CHECKING:
+    from scipy import stats as sps
+else:
+    from bandit._lazy import scipy_stats as sps
 
 from bandit.errors import InvalidInputError, InvalidStatsError
 

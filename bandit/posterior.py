@@ -27,11 +27,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import stats as sps
+
+if TYPE_CHECKING:
+    from scipy import stats as sps
+else:
+    from bandit._lazy import scipy_stats as sps
 
 from bandit.errors import InvalidInputError, InvalidStatsError
 from bandit.stats import ArmStats

@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import onnx
-from onnx import TensorProto
-
 from api.errors import InvalidRequestError
 
 __all__ = ["ModelSpec", "inspect_model"]
 
-_FLOAT_TYPES = {TensorProto.FLOAT: "float32", TensorProto.DOUBLE: "float64"}
+# onnx.TensorProto.FLOAT and DOUBLE (onnx is imported on the first upload: two seconds
+# that a server which only serves never pays).
+_FLOAT_TYPES = {1: "float32", 11: "float64"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +51,9 @@ def inspect_model(data: bytes, *, features: list[str] | None, output: str | None
     inputs, a non-float input, a shape other than ``[N, d]``, a feature list whose
     length differs from ``d``, or an unknown output name.
     """
+    import onnx
+    from onnx import TensorProto
+
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)

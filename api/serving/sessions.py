@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
 
 from api.errors import UnavailableError
 
@@ -106,6 +105,10 @@ def _cuda_devices() -> tuple[int, str]:
 
 
 def _probe_model() -> bytes:
+    # Imported here: onnx costs about two seconds to import, and only the CUDA probe
+    # (on a machine with a GPU) builds a model.
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
         [helper.make_node("Identity", ["x"], ["y"])],
         "probe",
