@@ -493,6 +493,35 @@ def cmd_compact(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_score(args: argparse.Namespace) -> None:
+    import json
+
+    from api.batch import ScoreOptions, score
+
+    options = ScoreOptions(
+        experiment=args.experiment,
+        input=args.input,
+        output=args.output,
+        variant=args.variant,
+        all_variants=args.all_variants,
+        id_column=args.id_column,
+        unit_column=args.unit_column,
+        log=not args.no_log,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        seed=args.seed,
+    )
+    summary = score(_settings(), options)
+    if args.json:
+        print(json.dumps(summary.to_dict()))  # noqa: T201
+        return
+    logged = f", {summary.logged} logged to the lake" if summary.logged else ", not logged"
+    print(  # noqa: T201
+        f"scored {summary.rows} rows in {summary.seconds:.1f} s "
+        f"({summary.rows_per_s:,.0f} rows/s) into {summary.output}{logged}"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banditlake",
@@ -634,7 +663,40 @@ def _parser() -> argparse.ArgumentParser:
     )
     comp.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     comp.set_defaults(func=cmd_compact)
+    _score_parser(sub)
     return parser
+
+
+def _score_parser(sub: Any) -> None:
+    from api.batch import DEFAULT_BATCH_SIZE
+
+    sc = sub.add_parser(
+        "score",
+        help="batch inference: score a Parquet or CSV table with an experiment's variants",
+    )
+    sc.add_argument("experiment", help="the experiment whose variants score the rows")
+    sc.add_argument("input", help="a Parquet file, a directory of Parquet files or a .csv file")
+    sc.add_argument("--output", required=True, help="the file to write (.csv, else Parquet)")
+    which = sc.add_mutually_exclusive_group()
+    which.add_argument("--variant", help="score every row with this variant")
+    which.add_argument(
+        "--all-variants", action="store_true", help="score every row with every active variant"
+    )
+    sc.add_argument("--id-column", default="id", help="input column copied to OUTPUT (default id)")
+    sc.add_argument(
+        "--unit-column", help="unit id for sticky assignment and the lake (default: the id column)"
+    )
+    sc.add_argument("--no-log", action="store_true", help="do not log the rows to the lake")
+    sc.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    sc.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"rows per chunk and model call (default {DEFAULT_BATCH_SIZE})",
+    )
+    sc.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
+    sc.add_argument("--seed", type=int, help="seed of the allocation's draws")
+    sc.set_defaults(func=cmd_score)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -188,6 +188,14 @@ class ExperimentCreate(_Strict):
     reward: RewardSpec
     policy: PolicySpec = Field(default_factory=lambda: PolicySpec(kind="thompson"))
     sticky: bool = False
+    learn_from_batch: bool = Field(
+        default=False,
+        description=(
+            "Whether rows scored by `banditlake score` (lake mode `batch`) count in the "
+            "bandit statistics (reallocation, report, SRM); by default only online and "
+            "stream traffic does."
+        ),
+    )
     min_weight: float = Field(
         default=DEFAULT_MIN_WEIGHT,
         ge=0,
@@ -240,6 +248,13 @@ class ExperimentPatch(_Strict):
         description="Floor on every active arm's share, capped at 1/K (see the create body).",
     )
     reallocate_every_s: int | None = Field(default=None, ge=1, le=86_400)
+    learn_from_batch: bool | None = Field(
+        default=None,
+        description=(
+            "Whether batch-scored rows count in the bandit statistics from the next "
+            "reallocation pass on (rows already folded are not revisited)."
+        ),
+    )
     retention_days: RetentionDays | None = Field(
         default=None,
         description="Days the lake keeps this experiment's rows (1 to 3650); null: forever.",
@@ -261,6 +276,7 @@ class ExperimentOut(BaseModel):
     reward: RewardSpec
     policy: dict[str, Any]
     sticky: bool
+    learn_from_batch: bool = False
     min_weight: float
     reallocate_every_s: int
     guardrails: Guardrails

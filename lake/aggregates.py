@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,6 +80,7 @@ from lake.manifest import (
     lake_files,
     last_file_ids,
 )
+from lake.modes import counted_online, read_predictions
 from lake.rewards import RewardRule
 from lake.storage import LakeStorage, open_storage
 from lake.variants import ArmKey, VariantVersionStats, VariantView
@@ -102,7 +103,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS: dict[str, list[str]] = {
     "predictions": [
         "request_id", "ts", "experiment", "variant", "role", "allocation_version",
-        "propensity", "prediction", "latency_ms", "status",
+        "propensity", "prediction", "latency_ms", "status", "mode",
     ],
     "feedback": ["request_id", "ts", "reward", "label", "idempotency_key"],
 }  # fmt: skip
@@ -228,6 +229,8 @@ class LakeAggregator:
         self._rows = 0
         # While starting from the lake as it is: the manifest id it is taken at.
         self._start_at: int | None = None
+        # Experiments whose batch-scored rows count (the update's ``learn_from_batch``).
+        self._learn_from_batch: frozenset[str] = frozenset()
 
     def state(self) -> AggregatorState:
         """A snapshot of the whole state (copies of the containers: O(state), no row I/O)."""
@@ -306,9 +309,17 @@ class LakeAggregator:
         return out
 
     def update(
-        self, rules: Mapping[str, RewardRule], *, progress: Callable[[], None] | None = None
+        self,
+        rules: Mapping[str, RewardRule],
+        *,
+        progress: Callable[[], None] | None = None,
+        learn_from_batch: Collection[str] = (),
     ) -> int:
         """Fold in every file registered since the last update; return the rows read.
+
+        Batch-scored rows (``mode = "batch"``) are read but left out of the statistics,
+        except those of the experiments named in ``learn_from_batch`` (their opt-in as it
+        is at this update: rows already folded are not revisited).
 
         An aggregator that has folded nothing yet (watermarks 0) starts from the lake as it
         is, all at once (see the module docstring). Otherwise files are folded in manifest
@@ -325,6 +336,7 @@ class LakeAggregator:
             start from the lake as it is folds nothing then. A missing ``replaced`` file
             does not raise: the aggregator starts again from the lake as it is instead.
         """
+        self._learn_from_batch = frozenset(learn_from_batch)
         if not any(self._watermark.values()):
             return self._restart(rules, progress)
         try:
@@ -395,6 +407,7 @@ class LakeAggregator:
         """
         for attempt in range(1, _START_ATTEMPTS + 1):
             fresh = LakeAggregator(self._engine, self._storage, lookback=self.lookback)
+            fresh._learn_from_batch = self._learn_from_batch
             try:
                 rows = fresh._start(rules, progress)
             except _MissingFileError as exc:
@@ -503,8 +516,14 @@ class LakeAggregator:
                 e for e in chunk if e.table == table and (outputs or not is_compaction_output(e))
             ]
             frames[table] = self._read(entries, columns) if entries else None
+        # Rows left out (batch rows not opted in) are read, so they count in ``rows``.
+        skipped = 0
+        if (read := frames["predictions"]) is not None:
+            counted = counted_online(read, self._learn_from_batch)
+            skipped = read.height - counted.height
+            frames["predictions"] = counted
         health = self._health(frames["predictions"])
-        rows = self._fold_predictions(frames["predictions"])
+        rows = skipped + self._fold_predictions(frames["predictions"])
         rows += self._fold_feedback(frames["feedback"])
         rewards = self._score(rules)
         for key in health.keys() | rewards.keys():
@@ -523,7 +542,10 @@ class LakeAggregator:
         tables = []
         for entry in entries:
             try:
-                tables.append(self._storage.read_table(entry.path, columns=columns))
+                if entry.table == "predictions":
+                    tables.append(read_predictions(self._storage, entry.path, columns))
+                else:
+                    tables.append(self._storage.read_table(entry.path, columns=columns))
             except FileNotFoundError as exc:
                 raise _MissingFileError(self._missing_message(entry), entry) from exc
             except (OSError, pa.ArrowException) as exc:

@@ -88,8 +88,9 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Field
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.schema import PrimitiveType
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 from sqlalchemy import Engine, insert, select, update
 
@@ -104,6 +105,7 @@ from lake.manifest import (
     live_files,
     register_compactions,
 )
+from lake.modes import with_mode
 from lake.schemas import SCHEMAS, TABLES, TableName
 from lake.storage import LakeStorage
 
@@ -154,6 +156,8 @@ _ACTIVE: Final = ("started", "rolling_back")
 # Delta commits searched back for a compaction's own (concurrent compactors add a few).
 _HISTORY_SCAN: Final = 200
 _COMMIT_ATTEMPTS: Final = 5
+# Delta's names of the types of the columns added to the lake schema after its first files.
+_DELTA_TYPES: Final = {pa.string(): PrimitiveType("string")}
 # Parent directory of the placeholder output path of a rewrite that keeps no row.
 _NO_OUTPUT_DIR: Final = "_no_output"
 
@@ -261,7 +265,7 @@ def _open_delta(storage: LakeStorage, table: TableName) -> DeltaTable:
     options = delta_storage_options(storage)
     existing = _existing_delta(storage, table)
     if existing is not None:
-        return existing
+        return _with_new_columns(storage, table, existing)
     try:
         DeltaTable.create(
             uri,
@@ -275,6 +279,24 @@ def _open_delta(storage: LakeStorage, table: TableName) -> DeltaTable:
         # A concurrent compactor created it first: opening it below decides.
         logger.debug("Creating the Delta table %s failed; opening it.", uri, exc_info=True)
     return DeltaTable(uri, storage_options=options)
+
+
+def _with_new_columns(storage: LakeStorage, table: TableName, dt: DeltaTable) -> DeltaTable:
+    """``dt`` with the lake columns added since it was created (``mode``), as nullable.
+
+    Delta cannot give a new column a default, so in files committed before it the
+    column is NULL; for ``mode`` that means ``"online"`` (:mod:`lake.modes`).
+    """
+    present = {field.name for field in dt.schema().fields}
+    missing = [f for f in SCHEMAS[table] if f.name not in present]
+    if not missing:
+        return dt
+    try:
+        dt.alter.add_columns([Field(f.name, _DELTA_TYPES[f.type], nullable=True) for f in missing])
+    except Exception:
+        # Another compactor added them first: reopening below decides.
+        logger.debug("Adding %s to the Delta table %s failed.", missing, table, exc_info=True)
+    return DeltaTable(delta_uri(storage, table), storage_options=delta_storage_options(storage))
 
 
 def _delta_relative(path: str, table: str) -> str:
@@ -539,6 +561,8 @@ def _build(
             logger.warning("Lake file %s is live but missing; not compacted.", entry.path)
             continue
         read.append(entry)
+        if table == "predictions":
+            data = with_mode(data)  # a file from before the mode column: online rows
         parts.append(data.select(schema.names).cast(schema))
     if not parts:
         return read, [], 0

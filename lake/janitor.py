@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from lake.layout import TEMP_PREFIX
 from lake.ledger import dead_writer_ids
 from lake.manifest import FileEntry, is_registered, lake_files, register_file
+from lake.modes import with_mode
 from lake.schemas import SCHEMAS, TABLES, TableName
 from lake.storage import LakeStorage, StoredFile, open_storage
 
@@ -143,6 +144,8 @@ def _settle_data_file(
     except (OSError, pa.ArrowException) as exc:
         logger.warning("Dead writer's file %s is not readable Parquet (%s).", stored.path, exc)
         return "removed"
+    if table == "predictions":
+        data = with_mode(data)  # written before the mode column: online rows
     if not data.schema.equals(SCHEMAS[table], check_metadata=False) or data.num_rows == 0:
         logger.warning("Dead writer's file %s does not hold %s rows.", stored.path, table)
         return "removed"

@@ -75,6 +75,7 @@ __all__ = [
     "register_compaction",
     "register_compactions",
     "register_file",
+    "register_files",
 ]
 
 NAMING_CONVENTION: Final[dict[str, str]] = {
@@ -263,6 +264,24 @@ def register_file(engine: Engine, entry: FileEntry) -> int:
         msg = f"The manifest returned no id for the new file {entry.path!r}."
         raise RuntimeError(msg)
     return new_id
+
+
+def register_files(engine: Engine, entries: Sequence[FileEntry]) -> list[int]:
+    """Add several files to the manifest in one transaction: all of them or none.
+
+    For a writer whose files make sense only together (a batch scoring run, registered
+    once it has scored every row). Raises as :func:`register_file`.
+    """
+    ids: list[int] = []
+    with engine.begin() as conn:
+        for entry in entries:
+            result = conn.execute(insert(lake_files).values(_values(entry)))
+            new_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+            if not isinstance(new_id, int):
+                msg = f"The manifest returned no id for the new file {entry.path!r}."
+                raise RuntimeError(msg)
+            ids.append(new_id)
+    return ids
 
 
 def is_compaction_output(entry: FileEntry) -> bool:

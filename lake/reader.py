@@ -8,7 +8,8 @@ swaps them in one transaction, so a snapshot never holds a row twice or misses o
 Three relations are offered, under the same names in DuckDB and polars:
 
 ``predictions``
-    Every prediction row (``PREDICTIONS_SCHEMA``), arms and shadows, ok and failed.
+    Every prediction row (``PREDICTIONS_SCHEMA``), arms and shadows, ok and failed, of
+    every ``mode`` (a file written before that column existed reads as ``"online"``).
 ``feedback``
     Every feedback row as received (``FEEDBACK_SCHEMA``), duplicates included.
 ``decisions``
@@ -35,6 +36,7 @@ from sqlalchemy import Engine, create_engine
 
 from lake.errors import LakeConfigError
 from lake.manifest import FileEntry, live_files
+from lake.modes import READ_SCHEMA, duckdb_select, polars_frame
 from lake.schemas import SCHEMAS, TABLES, TableName
 from lake.storage import LakeStorage, open_storage
 
@@ -251,7 +253,10 @@ class Lake:
         files = self.files(name)
         if not files:
             return _empty_frame(SCHEMAS[name])
-        return self._storage.scan_polars([entry.path for entry in files])
+        paths = [entry.path for entry in files]
+        if name == "predictions":
+            return polars_frame(self._storage.scan_polars(paths, schema=READ_SCHEMA))
+        return self._storage.scan_polars(paths)
 
     def close(self) -> None:
         """Dispose of the engine if the lake created it."""
@@ -275,7 +280,11 @@ class Lake:
         files = self.files(table)
         if not files:
             return _empty_select(SCHEMAS[table])
-        source = self._storage.duckdb_source(con, [entry.path for entry in files])
+        paths = [entry.path for entry in files]
+        if table == "predictions":
+            source = self._storage.duckdb_source(con, paths, schema=READ_SCHEMA)
+            return duckdb_select(source, _empty_select(SCHEMAS[table]))
+        source = self._storage.duckdb_source(con, paths)
         return f"SELECT * FROM {source}"
 
     def _decisions_sql(self) -> str:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import duckdb
@@ -227,15 +227,28 @@ class LakeStorage:
         out.sort(key=lambda f: f.path)
         return out
 
-    def duckdb_source(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> str:
+    def duckdb_source(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        paths: Sequence[str],
+        *,
+        schema: pa.Schema | None = None,
+    ) -> str:
         """A ``FROM`` item of ``con`` that reads the Parquet files at ``paths``.
 
-        ``paths`` come from the manifest, never from a request.
+        ``paths`` come from the manifest, never from a request. With ``schema`` (the
+        table's), columns are matched by name across files and one missing from a file
+        (written before the column was added) reads as NULL; a column that no file has
+        may then be absent.
         """
         raise NotImplementedError
 
-    def scan_polars(self, paths: Sequence[str]) -> pl.LazyFrame:
-        """A polars LazyFrame over the Parquet files at ``paths``."""
+    def scan_polars(self, paths: Sequence[str], *, schema: pa.Schema | None = None) -> pl.LazyFrame:
+        """A polars LazyFrame over the Parquet files at ``paths``.
+
+        With ``schema``, the frame has exactly its columns: one missing from a file is
+        null there (files written before a column was added).
+        """
         raise NotImplementedError
 
     def attach_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -443,18 +456,36 @@ class LocalStorage(LakeStorage):
             fsync_dir(Path(self.location(path)).parent)
         return deleted
 
-    def duckdb_source(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> str:
+    def duckdb_source(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        paths: Sequence[str],
+        *,
+        schema: pa.Schema | None = None,
+    ) -> str:
         listed = ", ".join(_quote(self.location(p)) for p in paths)
+        union = "" if schema is None else ", union_by_name = true"
         # hive_partitioning off: dt/hour are the flush time, not data; keep the schema.
-        return f"read_parquet([{listed}], hive_partitioning = false)"
+        return f"read_parquet([{listed}], hive_partitioning = false{union})"
 
-    def scan_polars(self, paths: Sequence[str]) -> pl.LazyFrame:
-        return pl.scan_parquet([self.location(p) for p in paths], hive_partitioning=False)
+    def scan_polars(self, paths: Sequence[str], *, schema: pa.Schema | None = None) -> pl.LazyFrame:
+        return pl.scan_parquet(
+            [self.location(p) for p in paths], hive_partitioning=False, **_polars_schema(schema)
+        )
 
     def _explain(self, exc: BaseException, *, writable: bool) -> str:
         what = "written" if writable else "read"
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return f"The lake directory {self._uri} cannot be {what}: {reason}."
+
+
+def _polars_schema(schema: pa.Schema | None) -> dict[str, Any]:
+    """``scan_parquet`` options that give a scan exactly the columns of ``schema``."""
+    if schema is None:
+        return {}
+    frame = pl.from_arrow(schema.empty_table())
+    assert isinstance(frame, pl.DataFrame)  # a Table always converts to a DataFrame
+    return {"schema": frame.schema, "missing_columns": "insert"}
 
 
 def _quote(text: str) -> str:
@@ -619,21 +650,32 @@ class ObjectStorage(LakeStorage):
                 sink.write(data)
             moved.append(len(data))
 
-    def duckdb_source(self, con: duckdb.DuckDBPyConnection, paths: Sequence[str]) -> str:
+    def duckdb_source(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        paths: Sequence[str],
+        *,
+        schema: pa.Schema | None = None,
+    ) -> str:
         # DuckDB scans the Arrow dataset (pushing columns and filters down) through
-        # pyarrow's S3 client; the name is registered on this connection only.
+        # pyarrow's S3 client; the name is registered on this connection only. The dataset
+        # takes the first file's schema (reading it finds a missing first file at once);
+        # with ``schema`` that one replaces it, and a column missing from a file is null.
         name = f"lake_files_{secrets.token_hex(6)}"
         dataset = ds.dataset(
             [self.location(p) for p in paths], filesystem=self._fs, format="parquet"
         )
+        if schema is not None:
+            dataset = dataset.replace_schema(schema)
         con.register(name, dataset)
         return name
 
-    def scan_polars(self, paths: Sequence[str]) -> pl.LazyFrame:
+    def scan_polars(self, paths: Sequence[str], *, schema: pa.Schema | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(
             [self.url(p) for p in paths],
             hive_partitioning=False,
             storage_options=self.polars_options(),
+            **_polars_schema(schema),
         )
 
     def attach_duckdb(self, con: duckdb.DuckDBPyConnection) -> None:

@@ -121,6 +121,7 @@ def create_experiment(
         reward_metric=body.reward.metric,
         policy=policy,
         sticky=body.sticky,
+        learn_from_batch=body.learn_from_batch,
         min_weight=body.min_weight,
         reallocate_every_s=body.reallocate_every_s,
         guardrails=body.guardrails.model_dump(),
@@ -272,6 +273,8 @@ def patch_experiment(
         experiment.min_weight = body.min_weight
     if body.reallocate_every_s is not None:
         experiment.reallocate_every_s = body.reallocate_every_s
+    if body.learn_from_batch is not None:
+        experiment.learn_from_batch = body.learn_from_batch
     _patch_data_settings(
         session, experiment, body, actor=actor, redaction_secret_set=redaction_secret_set
     )
@@ -297,6 +300,7 @@ def to_out(session: Session, experiment: Experiment) -> ExperimentOut:
         ),
         policy=experiment.policy,
         sticky=experiment.sticky,
+        learn_from_batch=experiment.learn_from_batch,
         min_weight=experiment.min_weight,
         reallocate_every_s=experiment.reallocate_every_s,
         guardrails=Guardrails(**experiment.guardrails),

@@ -89,10 +89,13 @@ class LakeStats:
         The first refresh starts from the stored checkpoint, if usable. ``progress`` is
         called between the steps of a long refresh (the lease holder renews there).
         """
-        rules = {e.name: reward_rule(e) for e in session.scalars(select(Experiment))}
+        experiments = list(session.scalars(select(Experiment)))
+        rules = {e.name: reward_rule(e) for e in experiments}
+        # Batch-scored rows count only for the experiments that opted in.
+        learning = [e.name for e in experiments if e.learn_from_batch]
         with self._lock:
             self._resume(progress)
-            return self._aggregator.update(rules, progress=progress)
+            return self._aggregator.update(rules, progress=progress, learn_from_batch=learning)
 
     def _resume(self, progress: Callable[[], None] | None) -> None:
         if self._resumed or self._checkpoint is None:

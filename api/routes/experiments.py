@@ -45,8 +45,10 @@ def create_experiment(
     `label` with a metric), its policy (`thompson`, `epsilon_greedy`, `ucb1`, `fixed`,
     `canary` and their parameters), the traffic floor `min_weight` every arm keeps, how
     often it reallocates, its guardrails, its stopping rule, how many days the lake keeps
-    its rows (`retention_days`) and which features the lake drops or stores as a keyed
-    hash (`redaction`; `hash` needs `BANDITLAKE_REDACTION_SECRET`). Upload variants next,
+    its rows (`retention_days`), which features the lake drops or stores as a keyed
+    hash (`redaction`; `hash` needs `BANDITLAKE_REDACTION_SECRET`) and whether rows
+    scored by `banditlake score` count in its statistics (`learn_from_batch`, default
+    false). Upload variants next,
     then set its status to `running` (which checks the redacted names against the
     variants' features)."""
     experiment = experiments.create_experiment(
@@ -83,8 +85,9 @@ def patch_experiment(
     name: str, body: ExperimentPatch, session: SessionDep, actor: AdminDep, settings: SettingsDep
 ) -> ExperimentOut:
     """Change the description, policy, guardrails, stopping rule, floor, reallocation
-    interval, retention (`retention_days`, null: forever) or redaction (`redaction`: the
-    features the lake drops or stores as a keyed hash, each a feature of the variants;
+    interval, whether batch-scored rows count (`learn_from_batch`), retention
+    (`retention_days`, null: forever) or redaction (`redaction`: the features the lake
+    drops or stores as a keyed hash, each a feature of the variants;
     `hash` needs `BANDITLAKE_REDACTION_SECRET`), or move the status along
     `draft → running ⇄ paused → stopped` (another transition is a 409). Retention and
     redaction changes are audited with the lists before and after. An experiment that

@@ -33,8 +33,9 @@ def quote(text: str) -> str:
 def parquet(paths: Iterable[str]) -> str:
     """``read_parquet`` over ``paths``, which come from the manifest, never from a request."""
     listed = ", ".join(quote(path) for path in paths)
-    # hive_partitioning off: dt/hour are the flush time, not data; keep the schema.
-    return f"read_parquet([{listed}], hive_partitioning = false)"
+    # hive_partitioning off: dt/hour are the flush time, not data; keep the schema. By
+    # name: files from before a column was added (``mode``) sit beside newer ones.
+    return f"read_parquet([{listed}], hive_partitioning = false, union_by_name = true)"
 
 
 def source(lake: Lake, files: Sequence[FileEntry]) -> str:

@@ -77,9 +77,10 @@ def test_no_rows_give_an_empty_table_with_the_schema() -> None:
         ),
         (
             feedback("r"),
-            "Rows for table 'predictions' must have 16 fields (request_id, ts, experiment, "
+            "Rows for table 'predictions' must have 17 fields (request_id, ts, experiment, "
             "variant, role, allocation_version, propensity, unit_id, features, prediction, "
-            "scores, latency_ms, model_sha256, provider, status, error), but they have 5.",
+            "scores, latency_ms, model_sha256, provider, status, error, mode), but they "
+            "have 5.",
         ),
         (
             prediction("r")._replace(request_id=None),  # type: ignore[arg-type]
