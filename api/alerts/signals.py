@@ -217,8 +217,7 @@ class Signals:
             Observation(
                 f.name,
                 f.psi,
-                f"PSI of the last {hours} h against the first "
-                f"({f.current_rows} and {f.reference_rows} rows)",
+                f"last {hours} h against the first, {f.current_rows} and {f.reference_rows} rows",
             )
             for f in drift.features
         ]
@@ -231,8 +230,8 @@ class Signals:
             Observation(
                 v.variant,
                 v.psi,
-                f"PSI of the predictions of the last {hours} h against the first "
-                f"({v.current_rows} and {v.reference_rows} rows)",
+                f"predictions of the last {hours} h against the first, {v.current_rows} "
+                f"and {v.reference_rows} rows",
             )
             for v in drift.variants
             if v.role == "arm"

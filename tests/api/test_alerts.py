@@ -460,3 +460,65 @@ def test_the_dashboard_has_an_alerts_panel(client: TestClient) -> None:
     assert script.status_code == 200
     assert "export const renderAlerts" in script.text
     assert "fetchAlerts" in client.get("/dashboard/static/dashboard/main.js").text
+
+
+def test_every_rule_kind_is_measured(client: TestClient, receiver: Receiver) -> None:
+    running_experiment(client, "k")
+    body = {"name": "h", "kind": "webhook", "url": receiver.url("/h")}
+    assert client.post("/v1/alert-targets", json=body).status_code == 201
+    rules = [
+        {"kind": "guardrail_tripped"},
+        {"kind": "error_rate", "min_requests": 1, "window_s": 7200},
+        {"kind": "p99_latency_ms", "threshold": 1e-6, "min_requests": 1, "window_s": 7200},
+        {"kind": "srm"},
+        {"kind": "feature_drift", "window_s": 3600},
+        {"kind": "prediction_drift", "window_s": 3600},
+        {"kind": "rows_dropped"},
+        {"kind": "reallocation_stalled", "threshold": 60},
+    ]
+    for rule in rules:
+        response = client.post("/v1/experiments/k/alert-rules", json={**rule, "targets": ["h"]})
+        assert response.status_code == 201, response.text
+    _serve(client, "k", 300)
+    flush(client)
+    engine = client.app.state.reallocator.alerts  # type: ignore[attr-defined]
+    # An hour on: the allocation is an hour old, the rows still in the 2-hour windows.
+    evaluation = engine.evaluate(now=utcnow() + timedelta(hours=1))
+    assert evaluation.failed_rules == []
+    opened = {(a["kind"], a["subject"]) for a in client.get("/v1/alerts").json()["open"]}
+    assert ("reallocation_stalled", "experiment") in opened
+    assert {("p99_latency_ms", "a"), ("p99_latency_ms", "b")} <= opened
+    assert not any(
+        kind in ("error_rate", "guardrail_tripped", "rows_dropped") for kind, _ in opened
+    )
+
+
+def test_rows_dropped_fires_when_the_writer_drops_rows(
+    tmp_path: Path, sqlite_url: str, receiver: Receiver
+) -> None:
+    upgrade(sqlite_url)
+    # A buffer of 50 rows: a batch of 300 appended at once overflows it.
+    settings = make_settings(
+        tmp_path / "home",
+        sqlite_url,
+        reallocate=False,
+        lake_buffer_rows=50,
+        lake_flush_rows=50,
+        lake_flush_interval_ms=60_000,
+    )
+    with make_client(settings) as client:
+        running_experiment(client, "d")
+        body = {"name": "h", "kind": "webhook", "url": receiver.url("/h")}
+        assert client.post("/v1/alert-targets", json=body).status_code == 201
+        rule = {"kind": "rows_dropped", "threshold": 10, "targets": ["h"]}
+        assert client.post("/v1/experiments/d/alert-rules", json=rule).status_code == 201
+        engine = client.app.state.reallocator.alerts  # type: ignore[attr-defined]
+        assert engine.evaluate().triggered == []
+        _serve(client, "d", 300)
+        evaluation = engine.evaluate()
+        assert len(evaluation.triggered) == 1
+        engine.deliver_due()
+        (sent,) = receiver.bodies("/h")
+        assert (sent["rule"]["kind"], sent["subject"]) == ("rows_dropped", "lake")
+        writers = (client.app.state.serving.predictions, client.app.state.serving.feedback_writer)  # type: ignore[attr-defined]
+        assert sent["value"] == sum(w.stats().rows_dropped for w in writers) > 10
