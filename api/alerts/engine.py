@@ -390,18 +390,20 @@ class AlertEngine:
         delivery.attempts += 1
         retry = False
         try:
-            response = self._client.post(target.url, json=body)
+            # Only the status is read: a target's answer body, however large, is left unread.
+            with self._client.stream("POST", target.url, json=body) as response:
+                status = response.status_code
         except httpx.HTTPError as exc:
             # The exception's text may quote the URL, a secret: only its class is kept.
             error, retry = type(exc).__name__, True
         else:
-            if response.is_success:
+            if 200 <= status < 300:
                 delivery.status = "sent"
                 delivery.sent_at = now
                 delivery.last_error = None
                 return True
-            error = f"HTTP {response.status_code}"
-            retry = response.status_code == 429 or response.status_code >= 500
+            error = f"HTTP {status}"
+            retry = status == 429 or status >= 500
         delivery.last_error = error
         if retry and delivery.attempts < self._settings.alert_max_attempts:
             delay = min(

@@ -5,6 +5,7 @@ API's validation and redaction."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from api.alerts import AlertEngine
 from api.alerts.payloads import AlertMessage, message_body
 from api.alerts.urls import redact_url
 from api.serving.pool import VariantKey
@@ -240,9 +242,15 @@ def test_a_flaky_receiver_gets_the_alert_once_and_a_4xx_is_not_retried(
     for name, path in (("flaky", "/flaky"), ("gone", "/gone")):
         body = {"name": name, "kind": "webhook", "url": receiver.url(path)}
         assert client.post("/v1/alert-targets", json=body).status_code == 201
+    # A port nobody listens on: every attempt is a connection error, retried.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    body = {"name": "closed", "kind": "webhook", "url": f"http://127.0.0.1:{closed_port}/x"}
+    assert client.post("/v1/alert-targets", json=body).status_code == 201
     receiver.script("/flaky", [500, 500])
     receiver.script("/gone", [410])
-    body = {"kind": "guardrail_tripped", "targets": ["flaky", "gone"]}
+    body = {"kind": "guardrail_tripped", "targets": ["flaky", "gone", "closed"]}
     assert client.post("/v1/experiments/g/alert-rules", json=body).status_code == 201
     model = client.app.state.pool.get(VariantKey("g", "bad"))  # type: ignore[attr-defined]
 
@@ -271,7 +279,12 @@ def test_a_flaky_receiver_gets_the_alert_once_and_a_4xx_is_not_retried(
     with make_session_factory(db)() as session:
         rows = {d.target_id: d for d in session.scalars(select(AlertDelivery))}
     db.dispose()
-    assert sorted((d.status, d.attempts) for d in rows.values()) == [("failed", 1), ("sent", 3)]
+    outcomes = sorted((d.status, d.attempts, d.last_error) for d in rows.values())
+    assert outcomes == [
+        ("failed", 1, "HTTP 410"),
+        ("pending", 6, "ConnectError"),
+        ("sent", 3, None),
+    ]
     failures = _audit(client, "alert_delivery_failed")
     assert len(failures) == 1
     assert failures[0].details["error"] == "HTTP 410" and failures[0].details["retried"] is False
@@ -485,6 +498,15 @@ def test_every_rule_kind_is_measured(client: TestClient, receiver: Receiver) -> 
     # An hour on: the allocation is an hour old, the rows still in the 2-hour windows.
     evaluation = engine.evaluate(now=utcnow() + timedelta(hours=1))
     assert evaluation.failed_rules == []
+    # A new lease holder (another engine on the same store) sends nothing already open.
+    settings = client.app.state.settings  # type: ignore[attr-defined]
+    factory = client.app.state.session_factory  # type: ignore[attr-defined]
+    successor = AlertEngine(settings, factory, client.app.state.lake_stats)  # type: ignore[attr-defined]
+    try:
+        again = successor.evaluate(now=utcnow() + timedelta(hours=1))
+    finally:
+        successor.close()
+    assert (again.triggered, again.resolved, again.failed_rules) == ([], [], [])
     opened = {(a["kind"], a["subject"]) for a in client.get("/v1/alerts").json()["open"]}
     assert ("reallocation_stalled", "experiment") in opened
     assert {("p99_latency_ms", "a"), ("p99_latency_ms", "b")} <= opened
