@@ -79,6 +79,8 @@ def _measure(
             "timeseries_24h": f"{api}/bench/timeseries",
             "timeseries_7d": f"{api}/bench/timeseries?hours=168&buckets=84",
             "drift_24h": f"{api}/bench/drift",
+            "prediction_drift_24h": f"{api}/bench/prediction-drift",
+            "quality_24h": f"{api}/bench/quality",
         }
         lookback = timedelta(seconds=settings.feedback_lookback_s)
         # The app's own: the same connection and cache as the endpoints use.
@@ -102,6 +104,12 @@ def _measure(
             ),
             "lake.feature_drift_24h": lake_query(
                 lambda lake: panel_queries.feature_drift(lake, "bench", features=["f0", "f1"])
+            ),
+            "lake.prediction_drift_24h": lake_query(
+                lambda lake: panel_queries.prediction_drift(lake, "bench")
+            ),
+            "lake.data_quality_24h": lake_query(
+                lambda lake: panel_queries.data_quality(lake, "bench", features=["f0", "f1"])
             ),
         }
         cold: dict[str, float] = {}

@@ -116,6 +116,7 @@ class LakeBuilder:
                 pa.array(["CPUExecutionProvider"] * n),
                 pa.array(["ok"] * n),
                 pa.nulls(n, pa.string()),
+                pa.array(["online"] * n),
                 pa.array(["bench"] * n),
             ],
             schema=PREDICTIONS_SCHEMA,
