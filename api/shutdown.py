@@ -109,11 +109,16 @@ def close_writers(writers: Mapping[str, LakeWriter], budget_s: float) -> None:
     stats = {table: writer.stats() for table, writer in writers.items()}
     stuck = [t for t, thread in zip(writers, threads, strict=True) if thread.is_alive()]
     dropped = sum(s.rows_dropped for s in stats.values())
+    # In durable mode what is left pending is in the log, for the next start to write.
+    kept = {t: s.rows_pending for t, s in stats.items() if s.rows_pending and writers[t].durable}
     log.log(
-        logging.WARNING if dropped or stuck else logging.INFO,
-        "lake writers closed in %.1f s of %.1f s: %s rows dropped in this process's lifetime%s",
+        logging.WARNING if dropped or stuck or kept else logging.INFO,
+        "lake writers closed in %.1f s of %.1f s: %s rows dropped in this process's lifetime%s%s",
         time.monotonic() - started,
         budget_s,
         ", ".join(f"{s.rows_dropped} {t}" for t, s in stats.items()),
+        "; left for the next start: " + ", ".join(f"{n} {t}" for t, n in kept.items())
+        if kept
+        else "",
         f"; still writing, abandoned: {', '.join(stuck)}" if stuck else "",
     )

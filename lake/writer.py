@@ -205,6 +205,11 @@ class LakeWriter:
         return self._max_buffer_rows
 
     @property
+    def durable(self) -> bool:
+        """Whether a durable log holds every row this writer has not yet written."""
+        return self._log is not None
+
+    @property
     def storage(self) -> LakeStorage:
         """The lake this writer writes to."""
         return self._storage
@@ -253,7 +258,8 @@ class LakeWriter:
         """Stop accepting rows, flush what is pending and stop the background thread.
 
         Rows still unwritten after ``timeout`` seconds (the sink is failing) are counted
-        as dropped and logged. Calling ``close`` again does nothing.
+        as dropped and logged, unless a durable log is attached: then they stay pending,
+        kept in the log for the next start. Calling ``close`` again does nothing.
 
         Parameters
         ----------
@@ -321,8 +327,13 @@ class LakeWriter:
                 break
             sleep(min(self._backoff_s or _MIN_BACKOFF_S, remaining))
         with self._io_lock:
-            lost = self._rows.drop_pending()
-            self._retry = []
+            if self._log is None:
+                lost = self._rows.drop_pending()
+                self._retry = []
+            else:
+                # Not lost: the durable log holds them, and the next start writes them. They
+                # stay pending (not dropped) so the counts say what happened.
+                lost = self._rows.pending
         if lost and self._log is not None:
             logger.error(
                 "Lake writer %s closed with %d %s rows unwritten; they stay in the durable "

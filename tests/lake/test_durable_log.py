@@ -209,3 +209,27 @@ def test_a_log_over_its_bound_refuses_new_requests(
     log.stop()
     writer.flush()
     log.check_room()  # published and deleted: room again
+
+
+def test_rows_a_closing_writer_could_not_write_stay_pending_in_the_log_not_dropped(
+    engine: Engine, tmp_path: Path, made: list[Any]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    directory = tmp_path / "log"
+    writer, log = _pair(str(blocker / "lake"), engine, directory, made)  # unwritable
+    rows = _rows(20)
+    asyncio.run(_record(log, rows))
+    log.stop()
+    writer.close(timeout=0.2)
+    stats = writer.stats()
+    # Kept in the log for the next start, so not counted as lost.
+    assert (stats.rows_dropped, stats.rows_pending, stats.rows_written) == (0, 20, 0)
+    log.close()
+    made.clear()
+
+    lake = tmp_path / "lake"
+    writer, log = _pair(str(lake), engine, directory, made)
+    assert log.replay(writer.storage, engine).rows_replayed == 20
+    assert writer.flush() == 20
+    assert _ids(str(lake), engine) == Counter(r.request_id for r in rows)
