@@ -175,6 +175,10 @@ class Harness:
         try:
             yield
             time.sleep(0.3)  # requests to the last start, too
+        except BaseException:
+            stop.set()
+            self.kill()  # a failed test leaves no replica running
+            raise
         finally:
             stop.set()
             for thread in threads:
