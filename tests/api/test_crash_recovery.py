@@ -124,6 +124,8 @@ class Harness:
 
     def kill(self) -> None:
         """SIGKILL the whole replica: the server and any process it started."""
+        if self.pid <= 0:
+            return  # never started (a group of 0 would be this process's own)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGKILL)
         self._gone(30)
