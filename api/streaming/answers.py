@@ -46,8 +46,8 @@ __all__ = ["DEFAULT_LIMIT", "Answer", "Answers", "read_recent_answers"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LIMIT: Final = 262_144
-"""Answers kept in memory and read back at start."""
+DEFAULT_LIMIT: Final = 65_536
+"""Answers kept in memory and read back at start (a few hundred bytes each)."""
 
 # (reply body, the HTTP status it stands for)
 Answer = tuple[bytes, int]
@@ -91,7 +91,10 @@ class Answers:
         self._flight[request_id] = future
         try:
             answer = await serve()
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
             future.set_exception(exc)
             # Retrieved here, so an exception nobody waited for is not reported as lost.
             future.exception()

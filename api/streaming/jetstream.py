@@ -209,8 +209,14 @@ class JetStreamConnection:
         return int(info.num_pending or 0)
 
     async def close(self) -> None:
+        """Send what is buffered (answers, acks), then close.
+
+        Not ``drain()``: with pull subscriptions it waits out its whole timeout (30 s).
+        The consumers have settled every message they took by now; one fetched after
+        the last fetch returned is redelivered after the ack wait.
+        """
         try:
-            await self.client.drain()
-        except nats.errors.Error as exc:
-            log.debug("draining the NATS connection failed: %s", exc)
-            await self.client.close()
+            await self.client.flush(timeout=5)
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("sending the last answers and acks to NATS failed: %s", exc)
+        await self.client.close()
