@@ -3,7 +3,8 @@
 An incoming-webhook URL is a bearer secret (Slack's ``/services/T…/B…/<token>``, a
 query-string key, ``user:password@``): whoever holds it can post. So the API never
 echoes one back, not even in a validation error; it shows :func:`redact_url` instead:
-the scheme, the host and the port, the path's first segment, and ``…`` for the rest.
+the scheme, the host and the port, the path's first segment when more follow, and ``…``
+for the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ _HIDDEN: Final = "…"
 
 
 def redact_url(url: str) -> str:
-    """``url`` without its secrets: scheme, host, port and the first path segment.
+    """``url`` without its secrets: scheme, host, port and the path's first segment when
+    more follow.
 
     ``https://hooks.slack.com/services/T0/B0/abc?x=1`` → ``https://hooks.slack.com/services/…``.
     A URL that cannot be parsed at all is shown as ``…``.
@@ -39,9 +41,10 @@ def redact_url(url: str) -> str:
         return _HIDDEN
     shown = f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
     segments = [s for s in parts.path.split("/") if s]
-    hidden = len(segments) > 1 or parts.query or parts.fragment or parts.username
-    if segments:
+    # The first segment is shown only when others follow: a lone one may be the token.
+    if len(segments) > 1:
         shown += f"/{segments[0]}"
+    hidden = segments or parts.query or parts.fragment or parts.username
     return shown + (f"/{_HIDDEN}" if hidden else "")
 
 
