@@ -476,7 +476,16 @@ def test_the_dashboard_has_an_alerts_panel(client: TestClient) -> None:
     assert "fetchAlerts" in client.get("/dashboard/static/dashboard/main.js").text
 
 
-def test_every_rule_kind_is_measured(client: TestClient, receiver: Receiver) -> None:
+@pytest.fixture
+def any_store_client(tmp_path: Path, database_url: str) -> Iterator[TestClient]:
+    upgrade(database_url)
+    settings = make_settings(tmp_path / "home", database_url, reallocate=False)
+    with make_client(settings) as c:
+        yield c
+
+
+def test_every_rule_kind_is_measured(any_store_client: TestClient, receiver: Receiver) -> None:
+    client = any_store_client
     running_experiment(client, "k")
     body = {"name": "h", "kind": "webhook", "url": receiver.url("/h")}
     assert client.post("/v1/alert-targets", json=body).status_code == 201
