@@ -23,8 +23,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Final
 
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.orm import Session
 
 from api.control import allocation_versions
@@ -34,7 +36,7 @@ from api.store.models import AlertRule, Experiment
 from lake.dashboard import DashboardQueries
 from lake.reader import Lake, open_lake
 
-__all__ = ["DroppedRows", "Observation", "Signals"]
+__all__ = ["DroppedRows", "Observation", "Signals", "dropped_in_metrics_dir"]
 
 # Samples of the dropped-rows count kept: one per evaluation, for the longest window.
 _MAX_SAMPLES: Final = 10_000
@@ -80,6 +82,27 @@ class DroppedRows:
                 break
             base = total
         return self._samples[-1][1] - base
+
+
+DROPPED_METRIC: Final = "banditlake_lake_rows_dropped_total"
+
+
+def dropped_in_metrics_dir(directory: Path) -> int | None:
+    """The dropped-rows total of every process writing Prometheus samples to ``directory``.
+
+    ``banditlake serve --workers N`` has its workers write their samples there
+    (``PROMETHEUS_MULTIPROC_DIR``); the reallocation process reads them the way ``/metrics``
+    does. ``None`` when the directory does not exist (yet).
+    """
+    if not directory.is_dir():
+        return None
+    files = sorted(str(p) for p in directory.glob("*.db"))
+    total = 0.0
+    for family in MultiProcessCollector.merge(files, accumulate=True):  # type: ignore[no-untyped-call]
+        for sample in family.samples:
+            if sample.name == DROPPED_METRIC:
+                total += sample.value
+    return int(total)
 
 
 def _quote(text: str) -> str:

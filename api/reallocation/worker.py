@@ -11,18 +11,36 @@ import os
 import signal
 import threading
 from datetime import timedelta
+from pathlib import Path
 from types import FrameType
 
+from api.alerts.signals import dropped_in_metrics_dir
 from api.reallocation.lake_views import LakeStats
 from api.reallocation.loop import Reallocator
 from api.settings import Settings
 from api.store.engine import make_engine, make_session_factory
 
-__all__ = ["run_child", "run_forever", "run_process"]
+__all__ = ["run_child", "run_forever", "run_process", "workers_metrics_dir"]
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+
+
+def workers_metrics_dir(settings: Settings, parent: int | None) -> Path | None:
+    """Where the web workers write their Prometheus samples, if they do.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` when set; under ``serve --workers N`` (which starts this
+    process before it sets the variable for its workers) the directory it names after its
+    own pid (:func:`api.cli.worker_environment`). With one worker the counts stay in that
+    process's memory and ``None`` is returned.
+    """
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        return Path(named)
+    if parent is not None:
+        return settings.home / "metrics" / f"serve-{parent}"
+    return None
 
 
 def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None = None) -> None:
@@ -31,6 +49,10 @@ def run_forever(settings: Settings, stop: threading.Event, *, parent: int | None
         engine, settings.lake_uri, lookback=timedelta(seconds=settings.feedback_lookback_s)
     )
     reallocator = Reallocator(settings, make_session_factory(engine), stats)
+    metrics_dir = workers_metrics_dir(settings, parent)
+    if metrics_dir is not None:
+        # The web workers' dropped-rows counts, for the rows_dropped alert rule.
+        reallocator.alerts.watch_dropped(lambda: dropped_in_metrics_dir(metrics_dir))
     log.info("reallocation loop started as %s", reallocator.holder)
     try:
         while not stop.is_set():

@@ -5,7 +5,10 @@ API's validation and redaction."""
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,7 +23,11 @@ from sqlalchemy import select
 
 from api.alerts import AlertEngine
 from api.alerts.payloads import AlertMessage, message_body
+from api.alerts.signals import DROPPED_METRIC, dropped_in_metrics_dir
 from api.alerts.urls import redact_url
+from api.cli import worker_environment
+from api.metrics import Metrics
+from api.reallocation.worker import workers_metrics_dir
 from api.serving.pool import VariantKey
 from api.store.engine import make_engine, make_session_factory
 from api.store.migrate import upgrade
@@ -554,3 +561,28 @@ def test_rows_dropped_fires_when_the_writer_drops_rows(
         assert (sent["rule"]["kind"], sent["subject"]) == ("rows_dropped", "lake")
         writers = (client.app.state.serving.predictions, client.app.state.serving.feedback_writer)  # type: ignore[attr-defined]
         assert sent["value"] == sum(w.stats().rows_dropped for w in writers) > 10
+
+
+def test_the_reallocation_process_reads_the_workers_dropped_rows(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "metrics"
+    assert dropped_in_metrics_dir(directory) is None
+    directory.mkdir()
+    # Two worker processes count drops in multiprocess mode, as `serve --workers 2` runs.
+    script = (
+        "from prometheus_client import Counter; "
+        f"c = Counter({DROPPED_METRIC!r}, 'dropped', ['table']); "
+        "c.labels('predictions').inc({n}); c.labels('feedback').inc(1)"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    for n in (7, 30):
+        subprocess.run([sys.executable, "-c", script.format(n=n)], env=env, check=True)
+    assert dropped_in_metrics_dir(directory) == 7 + 30 + 2
+    # The name is the service's counter's.
+    assert Metrics().lake_rows_dropped._name + "_total" == DROPPED_METRIC
+    # The directory the reallocation process reads is the one serve gives its workers.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    named = worker_environment(settings, pid=4242)["PROMETHEUS_MULTIPROC_DIR"]
+    assert workers_metrics_dir(settings, 4242) == Path(named)
