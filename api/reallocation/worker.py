@@ -32,8 +32,8 @@ def workers_metrics_dir(settings: Settings, parent: int | None) -> Path | None:
 
     ``PROMETHEUS_MULTIPROC_DIR`` when set; under ``serve --workers N`` (which starts this
     process before it sets the variable for its workers) the directory it names after its
-    own pid (:func:`api.cli.worker_environment`). With one worker the counts stay in that
-    process's memory and ``None`` is returned.
+    own pid (:func:`api.cli.worker_environment`). With one worker that directory is never
+    made (the counts stay in the worker's memory), and reading it gives ``None``.
     """
     named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if named:
