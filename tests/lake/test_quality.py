@@ -31,6 +31,7 @@ from lake.errors import LakeConfigError
 from lake.manifest import FileEntry, register_file
 from lake.reader import Lake, open_lake
 from lake.schemas import PREDICTIONS_SCHEMA
+from lake.storage import LakeStorage, open_storage
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 # Rows at T0 + [0, 1 h) are the first window, rows at T0 + [47 h, 48 h) the last one:
@@ -90,8 +91,8 @@ def row(
 class Files:
     """Writes Parquet files into a local lake and lists them in the manifest."""
 
-    def __init__(self, root: Path, engine: Engine) -> None:
-        self.root = root
+    def __init__(self, storage: LakeStorage, engine: Engine) -> None:
+        self.storage = storage
         self.engine = engine
         self.count = 0
 
@@ -105,8 +106,10 @@ class Files:
         table = pa.Table.from_pylist([{f.name: r[f.name] for f in fields} for r in rows], schema)
         self.count += 1
         path = f"predictions/dt=2026-06-01/hour=00/part-test-{self.count:04d}.parquet"
-        (self.root / path).parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, self.root / path)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        self.storage.write_bytes(path, data)
         times = [r["ts"] for r in rows]
         register_file(
             self.engine,
@@ -114,7 +117,7 @@ class Files:
                 table="predictions",
                 path=path,
                 rows=len(rows),
-                bytes=(self.root / path).stat().st_size,
+                bytes=len(data),
                 writer_id="test",
                 min_ts=min(times),
                 max_ts=max(times),
@@ -123,12 +126,12 @@ class Files:
         )
 
     def lake(self) -> Lake:
-        return open_lake(self.engine, self.root)
+        return open_lake(self.engine, self.storage)
 
 
 @pytest.fixture
 def files(tmp_path: Path, engine: Engine) -> Files:
-    return Files(tmp_path / "lake", engine)
+    return Files(open_storage(str(tmp_path / "lake")), engine)
 
 
 def spread(values: Sequence[float | None], start: datetime, **kw: Any) -> list[Row]:
@@ -374,3 +377,20 @@ def test_quality_per_variant_and_a_thin_reference(files: Files, queries: Dashboa
     assert b.out_of_range_share is None and b.current_missing_share == 1.0
     assert (both.current_rows, both.current_missing, both.out_of_range) == (50, 10, 40)
     assert both.out_of_range_share == 1.0
+
+
+def test_object_storage_reads_old_and_new_files(root: str, engine: Engine) -> None:
+    """On a local directory and on S3 (the lake tests' ``root``), read as the service reads
+    its lake: through the storage attached to the dashboard's connection."""
+    storage = open_storage(root)
+    files = Files(storage, engine)
+    rng = np.random.default_rng(9)
+    features = [("x", 1.0)]
+    files.write(spread(list(rng.normal(size=300)), T0, features=features), with_mode=False)
+    last = spread(list(rng.normal(2, 1, size=300)), T0 + LATE, features=features)
+    files.write(last + spread([9.0] * 100, T0 + LATE, mode="batch"))
+    with files.lake() as lake, DashboardQueries(storage=storage) as queries:
+        (a,) = queries.prediction_drift(lake, "exp").variants
+        (x,) = queries.data_quality(lake, "exp").features
+    assert (a.reference_rows, a.current_rows) == (300, 300) and a.drifted
+    assert (x.name, x.reference_missing, x.current_values) == ("x", 0, 300)
