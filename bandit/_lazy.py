@@ -14,21 +14,14 @@ so type checkers see the real module and the first attribute access imports it.
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
 from typing import Any
 
 
-class _LazyModule:
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._module: ModuleType | None = None
-
+class _LazyScipyStats:
     def __getattr__(self, attr: str) -> Any:
-        module = self._module
-        if module is None:
-            module = self._module = importlib.import_module(self._name)
-        return getattr(module, attr)
+        from scipy import stats  # cached in sys.modules after the first access
+
+        return getattr(stats, attr)
 
 
-scipy_stats = _LazyModule("scipy.stats")
+scipy_stats = _LazyScipyStats()
