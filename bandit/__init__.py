@@ -20,6 +20,7 @@ No I/O, no clock, no global state: every random function takes a
 ``corrections``    Holm
 ``srm``            sample-ratio mismatch
 ``ipw``            IPW and AIPW values of arms from bandit-collected data
+``adaptive``       intervals valid on adaptively collected data (adaptive_intervals)
 ``ope``            off-policy estimators (ipw, snipw, dm, dr, sndr)
 ``simulate``       regret of a policy by simulation
 ``errors``         the exception hierarchy
@@ -27,6 +28,7 @@ No I/O, no clock, no global state: every random function takes a
 
 from __future__ import annotations
 
+from bandit.adaptive import adaptive_intervals
 from bandit.allocation import Allocation, allocate
 from bandit.bayesian import credible_intervals, expected_loss, prob_best
 from bandit.canary import CanaryConfig
@@ -64,6 +66,7 @@ __all__ = [
     "StoppingRule",
     "ThompsonConfig",
     "Ucb1Config",
+    "adaptive_intervals",
     "allocate",
     "check_guardrails",
     "credible_intervals",

@@ -35,7 +35,7 @@ from bandit.errors import InvalidInputError
 from bandit.posterior import RewardKind, check_binary
 from bandit.stats import ArmStats
 
-__all__ = ["SequentialResult", "msprt"]
+__all__ = ["SequentialResult", "mixture_test", "msprt"]
 
 # Standardized effect size used as the mixing scale when the caller gives none.
 _DEFAULT_EFFECT_SD = 0.1
@@ -146,6 +146,42 @@ def msprt(
             unbounded,
             tau,
             _decide(previous_p_value, alpha),
+        )
+    return mixture_test(diff, v, tau=tau, alpha=alpha, previous_p_value=previous_p_value)
+
+
+def mixture_test(
+    diff: float, variance: float, *, tau: float, alpha: float = 0.05, previous_p_value: float = 1.0
+) -> SequentialResult:
+    """The mSPRT look for any asymptotically normal estimate and its variance.
+
+    :func:`msprt` computes ``diff`` and ``variance`` from two arms' statistics;
+    :func:`bandit.adaptive.adaptive_msprt` from adaptively weighted scores. The formulas
+    are in the module docstring; without information (``variance`` 0 or not finite) the
+    ratio is 1 and the sequence unbounded.
+    """
+    if not (0.0 < alpha < 1.0):
+        msg = f"The significance level alpha must be in (0, 1), but {alpha!r} was given."
+        raise InvalidInputError(msg)
+    if not (0.0 <= previous_p_value <= 1.0):
+        msg = f"The previous p-value must be in [0, 1], but {previous_p_value!r} was given."
+        raise InvalidInputError(msg)
+    if not (math.isfinite(tau) and tau > 0):
+        msg = (
+            f"The mixing standard deviation tau must be positive and finite, but {tau!r} was given."
+        )
+        raise InvalidInputError(msg)
+    v = variance
+    if not (math.isfinite(v) and v > 0 and math.isfinite(diff)):
+        decision = _decide(previous_p_value, alpha)
+        return SequentialResult(
+            diff if math.isfinite(diff) else 0.0,
+            1.0,
+            previous_p_value,
+            -math.inf,
+            math.inf,
+            tau,
+            decision,
         )
     t2 = tau * tau
     log_lr = 0.5 * math.log(v / (v + t2)) + t2 * diff * diff / (2 * v * (v + t2))
