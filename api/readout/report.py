@@ -12,11 +12,15 @@ from sqlalchemy.orm import Session
 from api.control import allocation_versions
 from api.reallocation.lake_views import LakeStats, VariantView, bandit_kind
 from api.store.models import Experiment
+from bandit.adaptive import AdaptiveIntervals, BatchStats, adaptive_msprt, intervals_from_batches
 from bandit.bayesian import bayes_summary
+from bandit.corrections import holm
+from bandit.errors import InvalidInputError
 from bandit.frequentist import compare_to_control, mean_interval
 from bandit.ipw import ipw_estimate
 from bandit.sequential import msprt
 from bandit.srm import srm_test
+from bandit.stats import ArmStats
 
 __all__ = ["Report", "VariantReport", "build_report"]
 
@@ -49,6 +53,9 @@ class VariantReport(BaseModel):
     reward_mean: float | None
     ci_low: float | None
     ci_high: float | None
+    # Where ci_low/ci_high come from: "classical" (a fixed split, where it is exact) or
+    # "adaptive_aipw" (the allocation moved while the data came in; bandit.adaptive).
+    interval_estimator: str = "classical"
     ipw_mean: float | None
     ipw_ci_low: float | None
     ipw_ci_high: float | None
@@ -96,6 +103,54 @@ def _expected_counts(
     return observed, expected
 
 
+ADAPTIVE_METHOD = "adaptive_aipw"
+
+
+def _adaptive(
+    arms: list[VariantView],
+    weights: dict[int, dict[str, float]],
+    kind: str,
+) -> AdaptiveIntervals | None:
+    """Adaptive-valid intervals when the allocation moved while the data came in.
+
+    ``None`` on a fixed split (every version that has rewards carries the same weights),
+    where the classical intervals are exact, and when the versions' weights are not all
+    known (then the classical ones are shown, and named as such).
+    """
+    names = [a.name for a in arms]
+    versions = sorted({v for a in arms for v, part in a.by_version.items() if part.rewards.n})
+    if len(names) < 2 or not versions or any(v not in weights for v in versions):
+        return None
+    shares = []
+    for v in versions:
+        w = [max(float(weights[v].get(n, 0.0)), 0.0) for n in names]
+        total = sum(w)
+        if total <= 0:
+            return None
+        shares.append([x / total for x in w])
+    if all(max(abs(a - b) for a, b in zip(row, shares[0], strict=True)) < 1e-12 for row in shares):
+        return None
+
+    def part(arm: VariantView, v: int) -> tuple[float, float, float]:
+        r = arm.by_version.get(v)
+        return (r.rewards.n, r.rewards.sum, r.rewards.sum_sq) if r is not None else (0, 0, 0)
+
+    n = np.array([[part(a, v)[0] for a in arms] for v in versions], dtype=np.float64)
+    try:
+        batches = BatchStats.from_arrays(
+            n_total=n.sum(axis=1),
+            n=n,
+            sum_r=[[part(a, v)[1] for a in arms] for v in versions],
+            sum_r2=[[part(a, v)[2] for a in arms] for v in versions],
+            propensity=shares,
+        )
+        return intervals_from_batches(
+            batches, alpha=ALPHA, kind="binary" if kind == "binary" else "continuous"
+        )
+    except InvalidInputError:
+        return None  # e.g. rows of an arm in a version that gave it no weight
+
+
 def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> Report:
     stats.refresh(session)
     kind = bandit_kind(experiment)
@@ -111,16 +166,51 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     if len(arms) > 1 and n_total > 0:
         bayes = bayes_summary(rewards, kind=kind, rng=np.random.default_rng(0), draws=20_000)
     tests = compare_to_control(rewards, kind=kind, alpha=ALPHA) if len(arms) > 1 else []
+    served = stats.served_by_version(experiment.name)
+    # Every version that served requests, not a page of the history: on a long
+    # experiment the oldest versions would otherwise have no expected share.
+    version_weights = allocation_versions.weights_by_version(session, experiment, served)
+    adaptive = _adaptive(arms, version_weights, kind) if n_total > 0 else None
+    adjusted: list[float] = []
+    if adaptive is not None:
+        adjusted = [float(p) for p in holm([d.p_value for d in adaptive.differences.values()])]
+    pooled = sum(rewards, ArmStats())
+
+    def adaptive_test(i: int) -> TestResult:
+        assert adaptive is not None
+        d = adaptive.differences[i]
+        # The mixing scale: a 0.1-sd effect, as bandit.sequential.msprt takes by default.
+        sd = math.sqrt(max(pooled.variance if pooled.n > 1 else 0.0, 0.0))
+        if kind == "binary" and pooled.n:
+            sd = math.sqrt(max(pooled.mean * (1 - pooled.mean), 0.0))
+        tau = 0.1 * sd if sd > 0 else 1.0
+        seq = adaptive_msprt(d, tau=tau, alpha=ALPHA)
+        return TestResult(
+            method=ADAPTIVE_METHOD,
+            diff=d.diff,
+            ci_low=_finite(d.ci_low),
+            ci_high=_finite(d.ci_high),
+            p_value=d.p_value,
+            adjusted_p_value=_finite(adjusted[i - 1]),
+            sequential_p_value=seq.p_value,
+            sequential_decision=seq.decision,
+        )
 
     def variant_report(i: int, view: VariantView, status: str) -> VariantReport:
         interval = mean_interval(view.rewards, kind=kind, alpha=ALPHA)
+        low, high, estimator = interval.low, interval.high, "classical"
+        if adaptive is not None and view.role == "arm" and i >= 0:
+            low, high = adaptive.arms[i].ci_low, adaptive.arms[i].ci_high
+            estimator = ADAPTIVE_METHOD
         ipw = (
             ipw_estimate(view.ipw(n_total), alpha=ALPHA)
             if view.role == "arm" and view.rewards.n
             else None
         )
         test = None
-        if view.role == "arm" and i > 0 and tests:
+        if view.role == "arm" and i > 0 and adaptive is not None:
+            test = adaptive_test(i)
+        elif view.role == "arm" and i > 0 and tests:
             c = tests[i - 1]
             seq = msprt(arms[0].rewards, view.rewards, kind=kind, alpha=ALPHA)
             test = TestResult(
@@ -141,8 +231,9 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
             requests=view.served,
             rewarded=int(view.rewards.n),
             reward_mean=view.rewards.mean if view.rewards.n else None,
-            ci_low=_finite(interval.low) if view.rewards.n else None,
-            ci_high=_finite(interval.high) if view.rewards.n else None,
+            ci_low=_finite(low) if view.rewards.n else None,
+            ci_high=_finite(high) if view.rewards.n else None,
+            interval_estimator=estimator,
             ipw_mean=ipw.value if ipw else None,
             ipw_ci_low=_finite(ipw.ci_low) if ipw else None,
             ipw_ci_high=_finite(ipw.ci_high) if ipw else None,
@@ -164,12 +255,7 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     reports += [variant_report(-1, s, shadow_rows[i].status) for i, s in enumerate(shadows)]
 
     names = [a.name for a in arms]
-    served = stats.served_by_version(experiment.name)
-    # Every version that served requests, not a page of the history: on a long
-    # experiment the oldest versions would otherwise have no expected share.
-    observed, expected = _expected_counts(
-        served, allocation_versions.weights_by_version(session, experiment, served), names
-    )
+    observed, expected = _expected_counts(served, version_weights, names)
     srm = srm_test(observed, expected) if sum(observed) > 0 and len(names) > 1 else None
     srm_mismatch = srm is not None and srm.p_value < SRM_ALPHA
     winner = None

@@ -56,6 +56,21 @@ const decision = (v, control) => {
   ];
 };
 
+/* Which estimator the interval and the test come from: on an experiment whose
+   allocation moved, the adaptive ones (valid although the bandit chose the data). */
+const estimatorNote = (v) =>
+  v.interval_estimator === "adaptive_aipw"
+    ? [
+        el("span", {
+          class: "sub",
+          text: "adaptive AIPW",
+          title:
+            "The allocation changed while the data came in, so this interval and the " +
+            "test use adaptively weighted AIPW, which stays valid on the bandit's own data.",
+        }),
+      ]
+    : [];
+
 const nameCell = (v) =>
   el("td", { class: "name" }, [
     el("span", { class: "swatch", style: `border-color:${colorOf(v.name)}` }),
@@ -77,7 +92,10 @@ const row = (v, report, control) => {
     el("td", { class: "num", text: v.weight === null ? "–" : pct(v.weight, 1) }),
     el("td", { class: "num", text: num(v.requests) }),
     el("td", { class: "num", text: num(v.rewarded) }),
-    el("td", { class: "num" }, withInterval(fixed(v.reward_mean, 3), v.ci_low, v.ci_high)),
+    el("td", { class: "num" }, [
+      ...withInterval(fixed(v.reward_mean, 3), v.ci_low, v.ci_high),
+      ...estimatorNote(v),
+    ]),
     el("td", { class: "num", text: fixed(v.prob_best, 3) }),
     el("td", { class: "num", text: sig(v.expected_loss, 2) }),
     el("td", { class: "num" }, effect),
