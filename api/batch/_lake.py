@@ -6,9 +6,9 @@ No :class:`lake.schemas.PredictionRow` is made per row: every column of
 from the chunk's feature matrix (its keys a string array assembled from buffers). So the
 lake costs a few vectorised passes per chunk rather than Python work per row.
 
-Files are written whole through the lake's storage (:meth:`lake.storage.LakeStorage.
-write_new`, the writer's path: temp file, fsync, rename; one PUT on S3) while the run
-goes on, and listed in the manifest in one transaction once every row is scored
+Files are encoded in memory and written whole through the lake's storage
+(:meth:`lake.storage.LakeStorage.write_bytes`: temp file, fsync, rename; one PUT on S3)
+while the run goes on, and listed in the manifest in one transaction once every row is scored
 (:func:`lake.manifest.register_files`), with SIGINT held off for that transaction. A run
 that fails or is interrupted deletes the files it wrote: the lake gets all of a run's
 rows or none. A run killed outright (SIGKILL) may leave unlisted files, which no reader
@@ -17,16 +17,20 @@ sees.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
-import signal
 import threading
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Final
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 from sqlalchemy import Engine
 
@@ -41,6 +45,14 @@ __all__ = ["LoggedFeatures", "StagedFiles", "prediction_table"]
 log = logging.getLogger(__name__)
 
 _FIELDS = {f.name: f for f in PREDICTIONS_SCHEMA}
+_WORKERS: Final = 2
+_IN_FLIGHT: Final = 3
+# Columns with a few distinct values per file; a dictionary over the unique request ids
+# or the feature values would only cost time.
+_DICTIONARY_COLUMNS: Final = [
+    "experiment", "variant", "role", "model_sha256", "provider", "status", "mode",
+    "writer_id", "features.key_value.key",
+]  # fmt: skip
 
 
 class LoggedFeatures:
@@ -67,16 +79,26 @@ class LoggedFeatures:
         encoded = [n.encode() for n in kept]
         self._key_bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
         self._key_lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+        self._cache: tuple[int, pa.Array, pa.Array] | None = None
 
     def map_array(self, matrix: NDArray[np.float64]) -> pa.MapArray:
         """The ``features`` column of rows whose (unredacted) features are ``matrix``."""
-        n, d = matrix.shape[0], len(self.names)
+        n = matrix.shape[0]
         values = np.ascontiguousarray(matrix[:, self.sources], dtype=np.float64)
         if self._hashed:
             values = values.copy()
             assert self._secret is not None
             for j, prefix in self._hashed:
                 values[:, j] = [keyed_hash(self._secret, prefix, v) for v in values[:, j]]
+        offsets, keys = self._keys(n)
+        return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1)))
+
+    def _keys(self, n: int) -> tuple[pa.Array, pa.Array]:
+        """The map's offsets and keys for ``n`` rows (the same for every full chunk)."""
+        cached = self._cache
+        if cached is not None and cached[0] == n:
+            return cached[1], cached[2]
+        d = len(self.names)
         offsets = pa.array(
             np.arange(0, (n + 1) * d, d, dtype=np.int32) if d else np.zeros(n + 1, np.int32)
         )
@@ -90,11 +112,26 @@ class LoggedFeatures:
             pa.py_buffer(key_offsets.astype(np.int32)),
             pa.py_buffer(np.tile(self._key_bytes, n).tobytes()),
         )
-        return pa.MapArray.from_arrays(offsets, keys, pa.array(values.reshape(-1)))
+        self._cache = (n, offsets, keys)
+        return offsets, keys
 
 
 def _repeat(value: object, field: pa.Field, n: int) -> pa.Array:
+    if isinstance(value, str):
+        return _constant_string(value, n)
     return pa.repeat(pa.scalar(value, field.type), n)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant_string(value: str, n: int) -> pa.Array:
+    # Built from buffers: pa.repeat of a string scalar copies it row by row (~100x slower).
+    data = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int64) * len(data)
+    if offsets[-1] >= 2**31:
+        return pa.array([value] * n, pa.string())
+    return pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data * n)
+    )
 
 
 def prediction_table(
@@ -178,6 +215,10 @@ class StagedFiles:
         self._entries: list[FileEntry] = []
         self._lock = threading.Lock()
         self._committed = False
+        # Files are encoded and written by a small pool (Parquet encoding and the fsync
+        # release the GIL), at most ``_IN_FLIGHT`` at a time, so memory stays bounded.
+        self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="lake-file")
+        self._pending: deque[Future[None]] = deque()
 
     @property
     def rows(self) -> int:
@@ -213,7 +254,21 @@ class StagedFiles:
         )
         with self._lock:
             self._entries.append(entry)
-        size = self._storage.write_new(path, table, compression=self._compression, fresh_name=True)
+        while len(self._pending) >= _IN_FLIGHT:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._encode, entry, table))
+
+    def _encode(self, entry: FileEntry, table: pa.Table) -> None:
+        # Encoded in memory, then written whole (local: temp file, fsync, rename; S3: one
+        # PUT). Encoding straight into a Python file object would cross into Python (and
+        # wait for the GIL) at every page, several times slower beside the model calls.
+        sink = pa.BufferOutputStream()
+        pq.write_table(
+            table, sink, compression=self._compression, use_dictionary=_DICTIONARY_COLUMNS
+        )
+        data = sink.getvalue()
+        self._storage.write_bytes(entry.path, data.to_pybytes())
+        size = data.size
         with self._lock:
             i = self._entries.index(entry)
             self._entries[i] = FileEntry(
@@ -227,40 +282,44 @@ class StagedFiles:
                 created_at=entry.created_at,
             )
 
+    def wait(self) -> None:
+        """Wait until every file handed to :meth:`write` is written; raise its error."""
+        while self._pending:
+            self._pending.popleft().result()
+
     def commit(self) -> int:
         """List every file in the manifest in one transaction; return the rows listed.
 
-        SIGINT is held off for the transaction (in the main thread), so an interrupt
-        cannot leave the run registered while its caller deletes the files.
+        The caller holds SIGINT off around it (and the output's rename), so an interrupt
+        cannot leave the run listed while the files are being deleted.
         """
-        main = threading.current_thread() is threading.main_thread()
-        if main:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            now = datetime.now(UTC)
-            entries = [
-                FileEntry(
-                    table=e.table,
-                    path=e.path,
-                    rows=e.rows,
-                    bytes=e.bytes,
-                    writer_id=e.writer_id,
-                    min_ts=e.min_ts,
-                    max_ts=e.max_ts,
-                    created_at=now,
-                )
-                for e in self._entries
-            ]
-            if entries:
-                register_files(self._engine, entries)
-            self._committed = True
-        finally:
-            if main:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        self.wait()
+        self._pool.shutdown()
+        now = datetime.now(UTC)
+        entries = [
+            FileEntry(
+                table=e.table,
+                path=e.path,
+                rows=e.rows,
+                bytes=e.bytes,
+                writer_id=e.writer_id,
+                min_ts=e.min_ts,
+                max_ts=e.max_ts,
+                created_at=now,
+            )
+            for e in self._entries
+        ]
+        if entries:
+            register_files(self._engine, entries)
+        self._committed = True
         return sum(e.rows for e in entries)
 
     def discard(self) -> None:
         """Delete every file written, unless they were committed."""
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._pending.clear()
         if self._committed:
             return
         for entry in self._entries:

@@ -53,7 +53,11 @@ class OutputFile:
             if self.csv:
                 self._writer = pacsv.CSVWriter(str(self.temp), table.schema)
             else:
-                self._writer = pq.ParquetWriter(str(self.temp), table.schema, compression="zstd")
+                # A dictionary only where values repeat: not over ids or predictions.
+                dictionary = [c for c in ("variant",) if c in table.column_names]
+                self._writer = pq.ParquetWriter(
+                    str(self.temp), table.schema, compression="zstd", use_dictionary=dictionary
+                )
         self._writer.write_table(table)
 
     def finish(self, empty: pa.Schema) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import sys
 import threading
@@ -125,10 +126,8 @@ def _no_interrupt() -> Iterator[None]:
 
 
 def _engine(settings: Settings) -> Engine:
-    if settings.is_sqlite:
-        from api.store.migrate import upgrade
-
-        upgrade(settings.database_url)
+    # No migration here: the experiment to score exists only in a migrated store, and
+    # one that lags behind fails the first query with a message that says to migrate.
     return create_engine(settings.database_url)
 
 
@@ -239,8 +238,8 @@ class _Run:
         arms: NDArray[np.intp] = np.minimum(chosen, len(runtime.arms) - 1).astype(np.intp)
         return arms
 
-    def chunk(self, data: pa.RecordBatch, first: int) -> pa.Table:
-        """Score one chunk: log its rows and return its output rows."""
+    def chunk(self, data: pa.RecordBatch, first: int) -> _Scored:
+        """Score one chunk (the model calls); :meth:`finish` writes it."""
         plan, options = self.plan, self.options
         n = data.num_rows
         matrix = feature_matrix(data, plan.features, first=first, where=self.source.where)
@@ -248,32 +247,21 @@ class _Run:
             check_range(
                 matrix, v.feature_names, variant=v.name, first=first, where=self.source.where
             )
-        ts = datetime.now(UTC)
-        request_ids = self.ids.issue(n) if self.ids is not None else None
         units = data.column(self.unit_column) if self.unit_column in data.schema.names else None
-        out: dict[str, pa.Array] = {options.id_column: data.column(options.id_column)}
-        if request_ids is not None:
-            out["request_id"] = request_ids
+        scored = _Scored(n, data.column(options.id_column), units, datetime.now(UTC))
         if plan.assignment == "allocation":
-            self._allocated(data, first, matrix, ts, request_ids, units, out)
-        else:
-            for v in plan.variants:
-                x = matrix.model_input(v.feature_names, v.model.input_dtype)
-                preds, scores, seconds = _predict(v, x, self.source.span(first, n))
-                self.counts[v.name] += n
-                out[f"prediction_{v.name}"] = pa.array(preds, pa.float64())
-                self._log(v, matrix.values, ts, request_ids, units, 1.0, preds, scores, seconds)
-        return pa.table(out)
+            self._allocated(data, first, matrix, scored)
+            return scored
+        for v in plan.variants:
+            x = matrix.model_input(v.feature_names, v.model.input_dtype)
+            preds, scores, seconds = _predict(v, x, self.source.span(first, n))
+            self.counts[v.name] += n
+            scored.columns[f"prediction_{v.name}"] = pa.array(preds, pa.float64())
+            scored.parts.append(_Part(v, None, matrix.values, 1.0, preds, scores, seconds))
+        return scored
 
     def _allocated(
-        self,
-        data: pa.RecordBatch,
-        first: int,
-        matrix: FeatureMatrix,
-        ts: datetime,
-        request_ids: pa.Array | None,
-        units: pa.Array | None,
-        out: dict[str, pa.Array],
+        self, data: pa.RecordBatch, first: int, matrix: FeatureMatrix, scored: _Scored
     ) -> None:
         runtime = self.plan.runtime
         assert runtime is not None
@@ -286,60 +274,147 @@ class _Run:
             if rows.size == 0:
                 continue
             values = matrix.values[rows]
-            sub = FeatureMatrix(matrix.names, values)
-            x = sub.model_input(v.feature_names, v.model.input_dtype)
+            x = FeatureMatrix(matrix.names, values).model_input(
+                v.feature_names, v.model.input_dtype
+            )
             preds, scores, seconds = _predict(v, x, self.source.span(first, n))
             predictions[rows] = preds
             self.counts[v.name] += int(rows.size)
-            take = pa.array(rows)
-            self._log(
-                v,
-                values,
-                ts,
-                request_ids.take(take) if request_ids is not None else None,
-                units.take(take) if units is not None else None,
-                float(weights[i]),
-                preds,
-                scores,
-                seconds,
-            )
+            scored.parts.append(_Part(v, rows, values, float(weights[i]), preds, scores, seconds))
         names = pa.array([v.name for v in self.plan.variants], pa.string())
-        out["variant"] = names.take(pa.array(arm))
-        out["propensity"] = pa.array(weights[arm], pa.float64())
-        out["prediction"] = pa.array(predictions, pa.float64())
+        scored.columns["variant"] = names.take(pa.array(arm))
+        scored.columns["propensity"] = pa.array(weights[arm], pa.float64())
+        scored.columns["prediction"] = pa.array(predictions, pa.float64())
 
-    def _log(
-        self,
-        v: ScoredVariant,
-        values: NDArray[np.float64],
-        ts: datetime,
-        request_ids: pa.Array | None,
-        units: pa.Array | None,
-        propensity: float,
-        preds: NDArray[np.float64],
-        scores: NDArray[np.float64] | None,
-        seconds: float,
-    ) -> None:
-        if self.staged is None or request_ids is None or self.logged is None:
-            return
-        table = prediction_table(
+    def finish(self, scored: _Scored, output: OutputFile) -> None:
+        """Write a scored chunk: its lake rows (with new request ids) and output rows."""
+        out: dict[str, pa.Array] = {self.options.id_column: scored.ids}
+        request_ids = None
+        if self.ids is not None:
+            request_ids = self.ids.issue(scored.n)
+            out["request_id"] = request_ids
+        out.update(scored.columns)
+        if self.staged is not None and request_ids is not None and self.logged is not None:
+            for part in scored.parts:
+                self.staged.write(self._lake_rows(part, scored, request_ids, self.logged))
+        output.write(pa.table(out))
+
+    def _lake_rows(
+        self, part: _Part, scored: _Scored, request_ids: pa.Array, logged: LoggedFeatures
+    ) -> pa.Table:
+        units = scored.units
+        if part.rows is not None:
+            take = pa.array(part.rows)
+            request_ids = request_ids.take(take)
+            units = units.take(take) if units is not None else None
+        return prediction_table(
             request_ids=request_ids,
-            ts=ts,
+            ts=scored.ts,
             experiment=self.plan.experiment,
-            variant=v.name,
-            role=v.role,
+            variant=part.variant.name,
+            role=part.variant.role,
             version=self.plan.version,
-            propensity=propensity,
+            propensity=part.propensity,
             unit_ids=units,
-            features=self.logged.map_array(values),
-            predictions=preds,
-            scores=scores,
-            latency_ms=seconds * 1000.0 / max(len(preds), 1),
-            model_sha256=v.sha256,
-            provider=v.model.provider,
+            features=logged.map_array(part.values),
+            predictions=part.predictions,
+            scores=part.scores,
+            latency_ms=part.seconds * 1000.0 / max(len(part.predictions), 1),
+            model_sha256=part.variant.sha256,
+            provider=part.variant.model.provider,
             writer_id=self.writer_id,
         )
-        self.staged.write(table)
+
+
+@dataclass(slots=True)
+class _Part:
+    """One variant's share of a scored chunk (``rows``: its row indices; ``None``: all)."""
+
+    variant: ScoredVariant
+    rows: NDArray[np.intp] | None
+    values: NDArray[np.float64]
+    propensity: float
+    predictions: NDArray[np.float64]
+    scores: NDArray[np.float64] | None
+    seconds: float
+
+
+@dataclass(slots=True)
+class _Scored:
+    """A chunk after its model calls, waiting to be written."""
+
+    n: int
+    ids: pa.Array
+    units: pa.Array | None
+    ts: datetime
+    columns: dict[str, pa.Array] = field(default_factory=dict)
+    parts: list[_Part] = field(default_factory=list)
+
+
+class _Writer:
+    """The thread that writes scored chunks (lake files, output rows) in order.
+
+    Writing (Arrow building, Parquet encoding, fsync) overlaps the next chunk's reading
+    and model calls. The queue holds at most two chunks, so memory stays bounded.
+    """
+
+    def __init__(self, run: _Run, output: OutputFile) -> None:
+        self._run = run
+        self._output = output
+        self._queue: queue.Queue[_Scored | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="score-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._stop.is_set():
+                return
+            try:
+                self._run.finish(item, self._output)
+            except BaseException as exc:
+                self._error = exc
+                return
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error = self._error
+            if isinstance(error, (OSError, pa.ArrowException)):
+                msg = f"Writing the scored rows failed: {type(error).__name__}: {error}"
+                raise BatchScoringError(msg) from error
+            raise error
+
+    def put(self, item: _Scored) -> None:
+        while True:
+            self._check()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Wait until every chunk is written; raise the writer's error if it had one."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                self._check()
+        self._thread.join()
+        self._check()
+
+    def cancel(self) -> None:
+        """Stop after the chunk being written (nothing else is written)."""
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout=120)
 
 
 def _validate(options: ScoreOptions) -> None:
@@ -426,16 +501,25 @@ def _score(
         batch_size=options.batch_size,
     )
     done = False
-    schema: pa.Schema | None = None
+    writer = _Writer(run, output)
     try:
-        for chunk in source.chunks(columns, options.batch_size):
-            table = run.chunk(chunk.data, chunk.first)
-            schema = table.schema
-            output.write(table)
-            summary.rows += chunk.data.num_rows
-            bar.update(summary.rows, source.bytes_read)
+        try:
+            for chunk in source.chunks(columns, options.batch_size):
+                writer.put(run.chunk(chunk.data, chunk.first))
+                summary.rows += chunk.data.num_rows
+                bar.update(summary.rows, source.bytes_read)
+            writer.close()
+            if run.staged is not None:
+                run.staged.wait()
+        except (OSError, pa.ArrowException) as exc:
+            writer.cancel()
+            msg = f"Writing the scored rows failed: {type(exc).__name__}: {exc}"
+            raise BatchScoringError(msg) from exc
+        except BaseException:
+            writer.cancel()
+            raise
         bar.update(summary.rows, source.bytes_read, force=True)
-        empty = schema if schema is not None else _empty_output(options, plan, source)
+        empty = _empty_output(options, plan, source)
         with _no_interrupt():
             if run.staged is not None:
                 summary.logged = run.staged.commit()

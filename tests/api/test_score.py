@@ -238,13 +238,13 @@ def test_an_interrupted_run_leaves_no_output_and_nothing_in_the_lake(
     client: TestClient, home: Settings, tmp_path: Path
 ) -> None:
     running_experiment(client)
-    pq.write_table(_frame(1_000_000), tmp_path / "big.parquet", row_group_size=10_000)
+    pq.write_table(_frame(400_000), tmp_path / "big.parquet", row_group_size=10_000)
     out = tmp_path / "out.parquet"
     lake_dir = Path(home.lake_uri) / "predictions"
     cli = Path(sys.executable).with_name("banditlake")
     process = subprocess.Popen(
         [str(cli), "score", "e", str(tmp_path / "big.parquet"), "--output", str(out),
-         "--batch-size", "5000", "--threads", "1"],
+         "--batch-size", "2000", "--threads", "1"],
         env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -303,7 +303,7 @@ def test_a_bad_csv_row_is_named_by_its_line(
 ) -> None:
     running_experiment(client)
     csv = tmp_path / "in.csv"
-    good = [f"{i},0.1,0.2,0.3" for i in range(3, 30_000)]
+    good = [f"{i},0.1,0.2,0.3" for i in range(3, 3000)]
     csv.write_text("\n".join(["id,f0,f1,f2", *rows, *good]) + "\n")
     out = tmp_path / "out.parquet"
     line = _error(capsys, "e", str(csv), "--output", str(out), "--batch-size", "1000")
