@@ -120,6 +120,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         from api.store.migrate import upgrade
 
         upgrade(settings.database_url)
+    if stream is not None:
+        _stream_preflight(settings, stream)
     worker = None
     if settings.reallocate:
         import multiprocessing
@@ -164,8 +166,18 @@ def _stream_options(args: argparse.Namespace, experiment: str, subject: str) -> 
             stream=args.stream,
             durable=args.durable,
             max_in_flight=args.max_in_flight,
+            ack_wait_s=args.ack_wait,
             nats_url=args.nats_url or default_nats_url(),
         )
+    except StreamError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _stream_preflight(settings: Settings, options: Any) -> None:
+    from api.streaming import StreamError, preflight
+
+    try:
+        preflight(settings, options)
     except StreamError as exc:
         raise CommandError(str(exc)) from None
 
@@ -180,6 +192,7 @@ def cmd_stream(args: argparse.Namespace) -> None:
         from api.store.migrate import upgrade
 
         upgrade(settings.database_url)
+    _stream_preflight(settings, options)
     try:
         run_stream(settings, options, metrics_port=args.metrics_port)
     except StreamError as exc:
@@ -217,6 +230,15 @@ def _add_stream_flags(parser: argparse.ArgumentParser, prefix: str) -> None:
         type=int,
         default=256,
         help="messages received and not yet acknowledged, at most (default 256)",
+    )
+    parser.add_argument(
+        f"--{prefix}ack-wait",
+        dest="ack_wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a message not acknowledged this long (its consumer died) is delivered again "
+        "(default 30; applies when the consumer is created)",
     )
     parser.add_argument(
         "--nats-url",

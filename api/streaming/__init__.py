@@ -15,7 +15,7 @@
 
 from api.streaming.errors import BrokerUnavailableError, StreamError
 from api.streaming.options import StreamOptions, default_nats_url
-from api.streaming.run import Streaming, run_stream, start_streaming
+from api.streaming.run import Streaming, preflight, run_stream, start_streaming
 from api.streaming.transport import Delivery, Transport
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "Streaming",
     "Transport",
     "default_nats_url",
+    "preflight",
     "run_stream",
     "start_streaming",
 ]

@@ -25,8 +25,12 @@ when the allocation has changed since. Limits: in buffered mode (the default) a 
 loses the rows of the writer's buffer whose messages were already acknowledged (the
 same loss window as the HTTP path); two processes on one durable consumer each know
 only their own answers until a restart, so a message redelivered to the other one
-while the first still holds it (past the 30 s ack wait) is logged by both, under the
-same request id, which readers can group by.
+while the first still holds it (past the ack wait, 30 s by default) is logged by both, under the
+same request id, which readers can group by; in durable mode, a row whose fsync outlasts
+``BANDITLAKE_LAKE_DURABLE_WAIT_MS`` is not acknowledged (the message is returned) but may
+still reach the log, and is then logged again when the message is served anew. The
+newest rows are read back by one query over the lake's live files at start, whose cost
+grows with the lake (seconds for tens of millions of rows).
 """
 
 from __future__ import annotations

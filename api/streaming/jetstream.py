@@ -13,11 +13,13 @@ other streams (its own request subject among them).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import nats
 import nats.errors
@@ -40,9 +42,7 @@ _MSG_ID_HEADER: Final = "Nats-Msg-Id"
 # JetStream names: no whitespace, dots, wildcards or path separators.
 _NAME: Final = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 _SUBJECT: Final = re.compile(r"^[!-~]{1,255}$")
-# How long JetStream waits for an ack before delivering the message again. Longer than a
-# request can take (model timeout plus the durable log's wait) by a wide margin.
-ACK_WAIT_S: Final = 30.0
+_CONNECT_TIMEOUT_S: Final = 5
 
 
 def check_name(flag: str, name: str) -> str:
@@ -68,6 +68,21 @@ def check_subject(flag: str, subject: str, *, wildcards: bool = True) -> str:
     return subject
 
 
+async def _probe(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls"):
+        return
+    try:
+        host, port = parts.hostname or "127.0.0.1", parts.port or 4222
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), timeout=_CONNECT_TIMEOUT_S
+        )
+    except (OSError, TimeoutError, ValueError) as exc:
+        msg = f"Cannot connect to NATS at {url}: {exc or type(exc).__name__}."
+        raise BrokerUnavailableError(msg) from exc
+    writer.close()
+
+
 class JetStreamTransport:
     """One durable pull consumer on one subject, and where its answers go."""
 
@@ -81,7 +96,7 @@ class JetStreamTransport:
     async def fetch(self, batch: int, timeout_s: float) -> list[Delivery]:
         try:
             messages = await self._subscription.fetch(batch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py's own and asyncio's: no message came in time
             return []
         return [_delivery(m) for m in messages]
 
@@ -146,15 +161,21 @@ class JetStreamConnection:
         async def on_error(exc: Exception) -> None:
             log.warning("NATS connection to %s: %s", url, exc)
 
+        # nats-py retries a first connection like a reconnection (forever, here): a server
+        # that refuses it is told by one plain TCP attempt first.
+        await _probe(url)
         try:
-            client = await nats.connect(
-                url,
-                connect_timeout=5,
-                max_reconnect_attempts=-1,
-                allow_reconnect=True,
-                error_cb=on_error,
+            client = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    connect_timeout=_CONNECT_TIMEOUT_S,
+                    max_reconnect_attempts=-1,
+                    allow_reconnect=True,
+                    error_cb=on_error,
+                ),
+                timeout=3 * _CONNECT_TIMEOUT_S,
             )
-        except (OSError, nats.errors.Error, ValueError) as exc:
+        except (OSError, TimeoutError, nats.errors.Error, ValueError) as exc:
             msg = f"Cannot connect to NATS at {url}: {exc or type(exc).__name__}."
             raise BrokerUnavailableError(msg) from exc
         return cls(client, client.jetstream(), url)
@@ -183,13 +204,18 @@ class JetStreamConnection:
         durable: str,
         *,
         max_ack_pending: int,
+        ack_wait_s: float,
         reply: str | None,
     ) -> JetStreamTransport:
-        """A durable pull consumer of ``subject`` (created when missing)."""
+        """A durable pull consumer of ``subject`` (created when missing).
+
+        ``max_ack_pending`` and ``ack_wait_s`` apply when the consumer is created; an
+        existing consumer keeps its own.
+        """
         config = ConsumerConfig(
             durable_name=durable,
             ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=ACK_WAIT_S,
+            ack_wait=ack_wait_s,
             max_ack_pending=max_ack_pending,
         )
         try:

@@ -15,6 +15,11 @@ __all__ = ["DEFAULT_MAX_IN_FLIGHT", "DEFAULT_NATS_URL", "StreamOptions", "defaul
 
 DEFAULT_NATS_URL: Final = "nats://127.0.0.1:4222"
 DEFAULT_MAX_IN_FLIGHT: Final = 256
+# How long JetStream waits for an ack before delivering a message again: longer than a
+# request can take (the model timeout plus the durable log's wait) by a wide margin. A
+# message held by a consumer that died is delivered again after it.
+DEFAULT_ACK_WAIT_S: Final = 30.0
+_MAX_ACK_WAIT_S: Final = 3600.0
 _MAX_IN_FLIGHT: Final = 65_536
 
 
@@ -54,6 +59,9 @@ class StreamOptions:
         The NATS server.
     answers
         Answers kept to recognise repeats, and read back from the lake at start.
+    ack_wait_s
+        Seconds JetStream waits for an ack before delivering the message again (when
+        the consumer is created).
     """
 
     experiment: str
@@ -65,6 +73,7 @@ class StreamOptions:
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     nats_url: str = DEFAULT_NATS_URL
     answers: int = DEFAULT_LIMIT
+    ack_wait_s: float = DEFAULT_ACK_WAIT_S
 
     def __post_init__(self) -> None:
         check_subject("--subject", self.subject)
@@ -85,6 +94,9 @@ class StreamOptions:
         check_name("--durable", self.durable_name)
         if not 1 <= self.max_in_flight <= _MAX_IN_FLIGHT:
             msg = f"--max-in-flight must be 1 to {_MAX_IN_FLIGHT}; got {self.max_in_flight}."
+            raise StreamError(msg)
+        if not 1.0 <= self.ack_wait_s <= _MAX_ACK_WAIT_S:
+            msg = f"--ack-wait must be 1 to {_MAX_ACK_WAIT_S:g} seconds; got {self.ack_wait_s:g}."
             raise StreamError(msg)
         if not self.nats_url.startswith(("nats://", "tls://", "ws://", "wss://")):
             msg = f"--nats-url {self.nats_url!r} is not a nats://host:port URL."

@@ -29,7 +29,7 @@ from api.streaming.jetstream import JetStreamConnection
 from api.streaming.options import StreamOptions
 from lake.errors import LakeError
 
-__all__ = ["Streaming", "run_stream", "start_streaming"]
+__all__ = ["Streaming", "preflight", "run_stream", "start_streaming"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ async def start_streaming(app: FastAPI, options: StreamOptions) -> Streaming:
             options.subject,
             options.durable_name,
             max_ack_pending=options.max_in_flight,
+            ack_wait_s=options.ack_wait_s,
             reply=options.reply_subject,
         )
         identity = StreamIdentity(service.request_ids)
@@ -127,6 +128,7 @@ async def start_streaming(app: FastAPI, options: StreamOptions) -> Streaming:
                 options.feedback_subject,
                 f"{options.durable_name}-feedback",
                 max_ack_pending=options.max_in_flight,
+                ack_wait_s=options.ack_wait_s,
                 reply=None,
             )
             consumers.append(
@@ -153,6 +155,37 @@ async def start_streaming(app: FastAPI, options: StreamOptions) -> Streaming:
         f", feedback on {options.feedback_subject}" if options.feedback_subject else "",
     )
     return streaming
+
+
+def preflight(settings: Settings, options: StreamOptions) -> None:
+    """Before a process starts: the experiment exists and the broker answers, or a sentence.
+
+    Inside ``serve`` a failure at start would surface as uvicorn's traceback; checked
+    here, it is one line from the command.
+    """
+    from sqlalchemy import select
+
+    from api.store.engine import make_engine
+    from api.store.models import Experiment
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            found = conn.scalar(select(Experiment.id).where(Experiment.name == options.experiment))
+    except SQLAlchemyError as exc:
+        msg = f"The SQL store cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        raise StreamError(msg) from exc
+    finally:
+        engine.dispose()
+    if found is None:
+        msg = f"No experiment named {options.experiment!r}; create it before streaming to it."
+        raise StreamError(msg)
+
+    async def reach() -> None:
+        connection = await JetStreamConnection.connect(options.nats_url)
+        await connection.close()
+
+    asyncio.run(reach())
 
 
 async def _run(settings: Settings, options: StreamOptions, metrics_port: int | None) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.settings import Settings
 from api.store.migrate import upgrade
 from api.streaming import Delivery, Streaming, StreamOptions, Transport, start_streaming
@@ -210,7 +211,12 @@ def test_a_redelivered_message_gets_the_same_answer_and_one_row(
         async def run_consumer() -> tuple[JetStreamConnection, asyncio.Task[None]]:
             connection = await JetStreamConnection.connect(NATS_URL)
             transport = await connection.consumer(
-                names.stream, names.subject, names.durable, max_ack_pending=16, reply=names.replies
+                names.stream,
+                names.subject,
+                names.durable,
+                max_ack_pending=16,
+                ack_wait_s=30.0,
+                reply=names.replies,
             )
             service = app.state.serving
             handler = PredictHandler(service, "s", Answers(), StreamIdentity(service.request_ids))
@@ -332,6 +338,8 @@ def _stream_process(settings: Settings, names: Names, log: Path) -> subprocess.P
         "--stream", names.stream,
         "--durable", names.durable,
         "--max-in-flight", "64",
+        # The messages the killed process held come back after this.
+        "--ack-wait", "3",
     ]  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -400,8 +408,13 @@ def test_a_consumer_killed_mid_stream_loses_nothing_and_logs_nothing_twice(
         (["stream", "s", "--subject", "x.y", "--max-in-flight", "0"], "--max-in-flight must be"),
         (["stream", "s", "--subject", "x.y", "--stream", "a.b"], "not a valid JetStream name"),
         (["stream", "s", "--subject", "x.y", "--nats-url", "http://x"], "not a nats://"),
+        (["stream", "s", "--subject", "x.y", "--ack-wait", "0"], "--ack-wait must be"),
         (["serve", "--stream-experiment", "s"], "go together"),
         (["stream", "nope", "--subject", "x.y"], "No experiment named 'nope'"),
+        (
+            ["serve", "--stream-experiment", "nope", "--stream-subject", "x.y"],
+            "No experiment named 'nope'",
+        ),
     ],
 )
 def test_stream_options_are_refused_in_one_line(
@@ -420,3 +433,59 @@ def test_stream_options_are_refused_in_one_line(
     assert err[-1].startswith("banditlake: "), err
     assert words in err[-1], err
     assert "Traceback" not in "\n".join(err)
+
+
+def test_serve_runs_the_consumer_in_its_loop_beside_http_and_drains_it(
+    tmp_path: Path, sqlite_url: str, names: Names
+) -> None:
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    with make_client(settings) as client:
+        running_experiment(client, "s", weights=WEIGHTS)
+    n = 300
+    app = create_app(settings, stream=options(names))
+    with TestClient(app) as client:
+        online = client.post("/v1/experiments/s/predict", json={"features": [1.0, 2.0, 3.0]})
+        assert online.status_code == 200, online.text
+
+        async def scenario() -> Bus:
+            bus = await Bus.open_existing(names)
+            await bus.publish(names.subject, [predict_body(i) for i in range(n)])
+            await bus.wait_for(n)
+            await bus.client.close()
+            return bus
+
+        bus = asyncio.run(scenario())
+        metrics = client.get("/metrics").text
+    # Leaving the client ran the lifespan's shutdown: consumer drained, writers flushed.
+    assert len(bus.answers) == n
+    assert (
+        'banditlake_stream_messages_total{experiment="s",kind="predict",outcome="answered"} 300.0'
+        in metrics
+    )
+    assert 'banditlake_stream_lag_messages{experiment="s",kind="predict"}' in metrics
+    assert "banditlake_stream_processing_seconds_bucket" in metrics
+    rows = lake_rows(settings, "SELECT mode, count(*) FROM predictions GROUP BY mode ORDER BY mode")
+    assert rows == [("online", 1), ("stream", n)]
+
+
+def test_an_unreachable_broker_is_one_line(
+    tmp_path: Path,
+    sqlite_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.cli import main
+
+    upgrade(sqlite_url)
+    settings = make_settings(tmp_path / "home", sqlite_url)
+    with make_client(settings) as client:
+        running_experiment(client, "s")
+    monkeypatch.setenv("BANDITLAKE_HOME", str(settings.home))
+    monkeypatch.setenv("BANDITLAKE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BANDITLAKE_LAKE_URI", settings.lake_uri)
+    monkeypatch.setenv("BANDITLAKE_DEVICE", "cpu")
+    argv = ["stream", "s", "--subject", "x.y", "--nats-url", "nats://127.0.0.1:1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("banditlake: Cannot connect to NATS at nats://127.0.0.1:1"), err
