@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 from fastapi import FastAPI, Response
@@ -23,7 +24,17 @@ from api.errors import install_handlers
 from api.metrics import CONTENT_TYPE_LATEST, Metrics
 from api.reallocation.lake_views import LakeStats
 from api.reallocation.loop import Reallocator
-from api.routes import allocations, dashboard, docs, experiments, landing, ops, serving, variants
+from api.routes import (
+    alerts,
+    allocations,
+    dashboard,
+    docs,
+    experiments,
+    landing,
+    ops,
+    serving,
+    variants,
+)
 from api.serving.model_store import ModelStore
 from api.serving.pool import ModelPool
 from api.serving.request_ids import RequestIds
@@ -42,6 +53,9 @@ from lake.janitor import janitor, recover_dead_writers
 from lake.ledger import WriterLedger
 from lake.storage import open_storage
 from lake.writer import LakeWriter
+
+if TYPE_CHECKING:
+    from api.streaming import StreamOptions
 
 __all__ = ["create_app", "create_app_from_env", "tune_gc_for_serving"]
 
@@ -143,11 +157,15 @@ def _open_durable_logs(
     return logs
 
 
-def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, tune_gc: bool = False, stream: StreamOptions | None = None
+) -> FastAPI:
     """Build the service. Heavy resources are created in the lifespan, not here.
 
     ``tune_gc`` applies :func:`tune_gc_for_serving` once the service is built (``serve``
-    does; tests and embedded uses leave the process's collector alone).
+    does; tests and embedded uses leave the process's collector alone). ``stream`` also
+    serves an experiment's requests off NATS JetStream on the app's loop
+    (:mod:`api.streaming`), drained before the writers close.
     """
 
     @asynccontextmanager
@@ -217,17 +235,30 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         # The dashboard's DuckDB connection and cache: this app's, closed when it stops.
         app.state.dashboard_queries = DashboardQueries(storage=lake_storage)
         reallocator = Reallocator(settings, session_factory, app.state.lake_stats)
+        # This process's writers: the rows_dropped alert rule watches their count.
+        reallocator.alerts.watch_dropped(
+            lambda: sum(w.stats().rows_dropped for w in writers.values())
+        )
         app.state.reallocator = reallocator
         if tune_gc:
             tune_gc_for_serving()
         tasks = [asyncio.get_running_loop().create_task(_refresh_loop(app, service, settings))]
         if settings.reallocate:
             tasks.append(asyncio.get_running_loop().create_task(_reallocate_loop(reallocator)))
+        streaming = None
+        if stream is not None:
+            from api.streaming import start_streaming
+
+            streaming = await start_streaming(app, stream)
         try:
             yield
         finally:
             # Not ready from here on (serve starts this clock at SIGTERM already).
             app.state.shutdown.begin()
+            if streaming is not None:
+                # Stop fetching, answer and acknowledge what is in flight: before the
+                # service and the writers close under it.
+                await streaming.stop()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -244,6 +275,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
                 durable_log.close()
             service.sync_metrics()
             app.state.dashboard_queries.close()
+            reallocator.alerts.close()
             engine.dispose()
             if tune_gc:
                 # Let the collector see everything again, so objects held by extension
@@ -282,6 +314,7 @@ def create_app(settings: Settings, *, tune_gc: bool = False) -> FastAPI:
         experiments.router,
         variants.router,
         allocations.router,
+        alerts.router,
         dashboard.router,
         landing.router,
         docs.router,

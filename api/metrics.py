@@ -110,6 +110,15 @@ class Metrics:
             "Feedback items not stored because their request id already had feedback.",
             registry=registry,
         )
+        # Refused requests never reach the lake: this counter is the data-quality panel's
+        # source for them (api.serving.rejections labels known features only).
+        self.features_rejected = Counter(
+            "banditlake_features_rejected_total",
+            "Feature values refused in predict requests, by experiment, feature and reason "
+            "(non_finite: NaN or infinite, the request answered 422).",
+            ["experiment", "feature", "reason"],
+            registry=registry,
+        )
         store_labels = ["store", "operation"]
         self.store_requests = Counter(
             "banditlake_object_store_requests_total",
@@ -172,6 +181,35 @@ class Metrics:
             registry=registry,
             multiprocess_mode="mostrecent",
         )
+        # The stream consumer (api.streaming): one series per experiment and message kind.
+        self.stream_messages = Counter(
+            "banditlake_stream_messages_total",
+            "Stream messages handled, by experiment, kind (predict or feedback) and outcome "
+            "(answered, duplicate, invalid, retried).",
+            ["experiment", "kind", "outcome"],
+            registry=registry,
+        )
+        self.stream_latency = Histogram(
+            "banditlake_stream_processing_seconds",
+            "Time from a stream message's receipt to its acknowledgement.",
+            ["experiment", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.stream_lag = Gauge(
+            "banditlake_stream_lag_messages",
+            "Messages in the stream not yet delivered to the consumer (its num_pending).",
+            ["experiment", "kind"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.stream_in_flight = Gauge(
+            "banditlake_stream_in_flight",
+            "Stream messages received and not yet acknowledged.",
+            ["experiment", "kind"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self._synced: dict[tuple[str, ...], float] = {}
 
     def sync_counter(self, counter: Counter, label: str | tuple[str, ...], total: float) -> None:
@@ -205,6 +243,28 @@ class Metrics:
             self.lake_published_version.labels(table).set(version)
             for status, count in t.compactions:
                 self.compactions.labels(table, status).set(count)
+
+    def features_rejected_counts(self, experiment: str, reason: str) -> dict[str, int]:
+        """``features_rejected`` of one experiment by feature: every worker's since it started."""
+        registry = self.registry
+        directory = _multiprocess_dir()
+        if directory is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        counts: dict[str, int] = {}
+        for family in registry.collect():
+            if family.name != "banditlake_features_rejected":
+                continue
+            for sample in family.samples:
+                labels = sample.labels
+                if (
+                    sample.name.endswith("_total")
+                    and labels.get("experiment") == experiment
+                    and labels.get("reason") == reason
+                ):
+                    feature = labels["feature"]
+                    counts[feature] = counts.get(feature, 0) + int(sample.value)
+        return counts
 
     def render(self) -> bytes:
         directory = _multiprocess_dir()

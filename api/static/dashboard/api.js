@@ -67,17 +67,23 @@ export const fetchExperiments = (signal) => getJson(API, signal);
 /* The lake's inventory per table (the admin token opens this operations endpoint too). */
 export const fetchLake = (signal) => getJson("/v1/lake", signal);
 
-/* The four panels of one experiment and its settings (retention, redaction) from the
+/* Open alerts and the latest resolved ones, every experiment's. */
+export const fetchAlerts = (signal) => getJson("/v1/alerts?recent=20", signal);
+
+/* The panels of one experiment and its settings (retention, redaction) from the
    policy API, each settled on its own so that one failing still lets the others render.
    ``buckets`` is how many time buckets the series asks for. */
 export const fetchPanels = async (name, { hours, buckets }, signal) => {
   const base = `${API}/${encodeURIComponent(name)}`;
-  const [report, history, series, drift, settings] = await Promise.allSettled([
-    getJson(`${base}/report`, signal),
-    getJson(`${base}/allocations`, signal),
-    getJson(`${base}/timeseries?hours=${hours}&buckets=${buckets}`, signal),
-    getJson(`${base}/drift?hours=${hours}`, signal),
-    getJson(`/v1/experiments/${encodeURIComponent(name)}`, signal),
-  ]);
-  return { report, history, series, drift, settings };
+  const [report, history, series, drift, settings, predictionDrift, quality] =
+    await Promise.allSettled([
+      getJson(`${base}/report`, signal),
+      getJson(`${base}/allocations`, signal),
+      getJson(`${base}/timeseries?hours=${hours}&buckets=${buckets}`, signal),
+      getJson(`${base}/drift?hours=${hours}`, signal),
+      getJson(`/v1/experiments/${encodeURIComponent(name)}`, signal),
+      getJson(`${base}/prediction-drift?hours=${hours}`, signal),
+      getJson(`${base}/quality?hours=${hours}`, signal),
+    ]);
+  return { report, history, series, drift, settings, predictionDrift, quality };
 };

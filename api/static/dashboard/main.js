@@ -10,7 +10,10 @@
    to append an optional piece or continue a long string), trailing commas in multi-line
    lists, lines of at most 100 characters. */
 
-import { ApiError, fetchExperiments, fetchLake, fetchPanels, takeToken } from "./api.js";
+import {
+  ApiError, fetchAlerts, fetchExperiments, fetchLake, fetchPanels, takeToken,
+} from "./api.js";
+import { renderAlerts } from "./alerts.js";
 import { drawAllocation } from "./allocation.js";
 import { charts, colorOf, fitCharts, resetCharts } from "./charts.js";
 import { $, showBanner } from "./dom.js";
@@ -19,6 +22,7 @@ import { utcText } from "./format.js";
 import { renderLake } from "./lake.js";
 import { followRows, renderList } from "./list.js";
 import { drawPbest } from "./pbest.js";
+import { drawPredictionDrift, drawQuality } from "./quality.js";
 import { bucketCount, drawSeries } from "./series.js";
 import { renderSettings, resetSettings } from "./settings.js";
 import { renderSummary } from "./summary.js";
@@ -53,14 +57,16 @@ const hours = () => Number($("#hours").value) || 24;
 /* The list and the lake under it, each rendered when it arrives; a failing lake still lets
    the list render. */
 const refreshList = async (signal) => {
-  const [experiments, lake] = await Promise.allSettled([
+  const [experiments, lake, alerts] = await Promise.allSettled([
     fetchExperiments(signal),
     fetchLake(signal),
+    fetchAlerts(signal),
   ]);
   if (signal.aborted) return;
   if (experiments.status === "fulfilled") renderList(experiments.value);
   if (lake.status === "fulfilled") renderLake(lake.value);
-  const failed = [experiments, lake].find((p) => p.status === "rejected");
+  if (alerts.status === "fulfilled") renderAlerts(alerts.value);
+  const failed = [experiments, lake, alerts].find((p) => p.status === "rejected");
   if (failed) throw failed.reason;
 };
 
@@ -72,7 +78,7 @@ const refreshExperiment = async (name, signal) => {
   const h = hours();
   const panels = await fetchPanels(name, { hours: h, buckets: bucketCount(h) }, signal);
   if (signal.aborted) return;
-  const { report, history, series, drift, settings } = panels;
+  const { report, history, series, drift, settings, predictionDrift, quality } = panels;
   if (report.status === "fulfilled") {
     // Colours follow the report's order of variants, on every chart and in the table.
     for (const v of report.value.variants) colorOf(v.name);
@@ -85,6 +91,8 @@ const refreshExperiment = async (name, signal) => {
   }
   if (series.status === "fulfilled") drawSeries(series.value);
   if (drift.status === "fulfilled") drawDrift(drift.value);
+  if (predictionDrift.status === "fulfilled") drawPredictionDrift(predictionDrift.value);
+  if (quality.status === "fulfilled") drawQuality(quality.value);
   if (settings.status === "fulfilled") renderSettings(settings.value);
   const failed = Object.values(panels).find((p) => p.status === "rejected");
   if (failed) throw failed.reason;
