@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
+from api.batch import ScoreOptions
 from api.cli import main
 from api.settings import Settings
 from api.store.migrate import upgrade
@@ -374,3 +375,10 @@ def test_a_directory_of_parquet_files_and_an_empty_input(
     assert pq.read_table(tmp_path / "e.parquet").column_names == [
         "id", "request_id", "variant", "propensity", "prediction",
     ]  # fmt: skip
+
+
+def test_the_command_and_the_module_agree_on_the_default_batch_size() -> None:
+    from api.batch import DEFAULT_BATCH_SIZE
+    from api.cli import _SCORE_BATCH_SIZE
+
+    assert _SCORE_BATCH_SIZE == DEFAULT_BATCH_SIZE == ScoreOptions("e", "i", "o").batch_size
