@@ -689,9 +689,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _score_parser(sub: Any) -> None:
-    from api.batch import DEFAULT_BATCH_SIZE
+# api.batch.DEFAULT_BATCH_SIZE, not imported here: every command would load pyarrow.
+_SCORE_BATCH_SIZE = 65_536
 
+
+def _score_parser(sub: Any) -> None:
     sc = sub.add_parser(
         "score",
         help="batch inference: score a Parquet or CSV table with an experiment's variants",
@@ -713,8 +715,8 @@ def _score_parser(sub: Any) -> None:
     sc.add_argument(
         "--batch-size",
         type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"rows per chunk and model call (default {DEFAULT_BATCH_SIZE})",
+        default=_SCORE_BATCH_SIZE,
+        help=f"rows per chunk and model call (default {_SCORE_BATCH_SIZE})",
     )
     sc.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     sc.add_argument("--seed", type=int, help="seed of the allocation's draws")
