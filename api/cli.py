@@ -689,7 +689,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# api.batch.DEFAULT_BATCH_SIZE, not imported here: every command would load pyarrow.
+# api.batch.DEFAULT_BATCH_SIZE, not imported: building the parser would load the batch module.
 _SCORE_BATCH_SIZE = 65_536
 
 
