@@ -22,6 +22,9 @@ No I/O, no clock, no global state: every random function takes a
 ``ipw``            IPW and AIPW values of arms from bandit-collected data
 ``adaptive``       intervals valid on adaptively collected data (adaptive_intervals)
 ``ope``            off-policy estimators (ipw, snipw, dm, dr, sndr)
+``contextual``     LinTS and LinUCB: LinearStats, fit_linear, decide with propensities
+``segmented``      segmented Thompson sampling, pooled posterior for small segments
+``replay``         contextual policies replayed on full-information data (regret)
 ``simulate``       regret of a policy by simulation
 ``errors``         the exception hierarchy
 """
@@ -33,6 +36,15 @@ from bandit.allocation import Allocation, allocate
 from bandit.bayesian import credible_intervals, expected_loss, prob_best
 from bandit.canary import CanaryConfig
 from bandit.config import policy_from_dict, policy_to_dict
+from bandit.contextual import (
+    LinearConfig,
+    LinearModel,
+    LinearStats,
+    Standardizer,
+    decide,
+    decide_batch,
+    fit_linear,
+)
 from bandit.epsilon_greedy import EpsilonGreedyConfig
 from bandit.errors import BanditError, InvalidInputError
 from bandit.fixed import FixedConfig
@@ -40,6 +52,7 @@ from bandit.guardrails import ArmHealth, GuardrailCheck, Guardrails, check_guard
 from bandit.ipw import IpwStats
 from bandit.policy import Evidence, Policy, PolicyConfig, Proposal
 from bandit.registry import get_policy, policy_kinds, register_policy, unregister_policy
+from bandit.segmented import SegmentedConfig, SegmentedModel, fit_segmented
 from bandit.simulate import SimulationResult, simulate
 from bandit.stats import ArmStats
 from bandit.stopping import StoppingRule
@@ -59,10 +72,16 @@ __all__ = [
     "Guardrails",
     "InvalidInputError",
     "IpwStats",
+    "LinearConfig",
+    "LinearModel",
+    "LinearStats",
     "Policy",
     "PolicyConfig",
     "Proposal",
+    "SegmentedConfig",
+    "SegmentedModel",
     "SimulationResult",
+    "Standardizer",
     "StoppingRule",
     "ThompsonConfig",
     "Ucb1Config",
@@ -70,7 +89,11 @@ __all__ = [
     "allocate",
     "check_guardrails",
     "credible_intervals",
+    "decide",
+    "decide_batch",
     "expected_loss",
+    "fit_linear",
+    "fit_segmented",
     "get_policy",
     "policy_from_dict",
     "policy_kinds",
