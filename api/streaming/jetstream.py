@@ -43,6 +43,8 @@ _MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _NAME: Final = re.compile(r"^[A-Za-z0-9_\-]{1,200}$")
 _SUBJECT: Final = re.compile(r"^[!-~]{1,255}$")
 _CONNECT_TIMEOUT_S: Final = 5
+# While messages keep coming, how long a batch fetch waits for more than are there.
+_BUSY_FETCH_S: Final = 0.005
 
 
 def check_name(flag: str, name: str) -> str:
@@ -92,8 +94,23 @@ class JetStreamTransport:
         self._client = client
         self._subscription = subscription
         self._reply = reply
+        self._busy = False
 
     async def fetch(self, batch: int, timeout_s: float) -> list[Delivery]:
+        # nats-py's fetch of n > 1 first takes what is there (a no-wait pull); with nothing
+        # there it waits for all n, or the timeout, before returning the first: messages
+        # trickling in would wait up to timeout_s each. So a batch is asked for only while
+        # messages keep coming, and otherwise one, which returns as soon as it arrives.
+        if batch > 1 and self._busy:
+            messages = await self._pull(batch, _BUSY_FETCH_S)
+            if messages:
+                return messages
+            self._busy = False
+        messages = await self._pull(1, timeout_s)
+        self._busy = bool(messages)
+        return messages
+
+    async def _pull(self, batch: int, timeout_s: float) -> list[Delivery]:
         try:
             messages = await self._subscription.fetch(batch, timeout=timeout_s)
         except TimeoutError:  # nats-py's own and asyncio's: no message came in time
