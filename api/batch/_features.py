@@ -97,7 +97,11 @@ def check_range(
 ) -> None:
     """Refuse a value of ``names`` beyond float32's range (a float32 model's input)."""
     columns = matrix.columns(names)
-    block = matrix.values[:, columns]
+    whole = columns == list(range(len(matrix.names)))
+    block = matrix.values if whole else matrix.values[:, columns]
+    # One pass for the common case (every value fits); the cell is found only if not.
+    if max(float(block.max(initial=0.0)), -float(block.min(initial=0.0))) <= _FLOAT32_MAX:
+        return
     over = np.abs(block) > _FLOAT32_MAX
     if over.any():
         row, col = _first(over)

@@ -84,7 +84,8 @@ class LoggedFeatures:
     def map_array(self, matrix: NDArray[np.float64]) -> pa.MapArray:
         """The ``features`` column of rows whose (unredacted) features are ``matrix``."""
         n = matrix.shape[0]
-        values = np.ascontiguousarray(matrix[:, self.sources], dtype=np.float64)
+        whole = self.sources == list(range(matrix.shape[1]))
+        values = np.ascontiguousarray(matrix if whole else matrix[:, self.sources], np.float64)
         if self._hashed:
             values = values.copy()
             assert self._secret is not None

@@ -250,6 +250,8 @@ class _Run:
             )
         units = data.column(self.unit_column) if self.unit_column in data.schema.names else None
         scored = _Scored(n, data.column(options.id_column), units, datetime.now(UTC))
+        # Signed here rather than by the writer thread, which has more to do per chunk.
+        scored.request_ids = self.ids.issue(n) if self.ids is not None else None
         if plan.assignment == "allocation":
             self._allocated(data, first, matrix, scored)
             return scored
@@ -290,9 +292,8 @@ class _Run:
     def finish(self, scored: _Scored, output: OutputFile) -> None:
         """Write a scored chunk: its lake rows (with new request ids) and output rows."""
         out: dict[str, pa.Array] = {self.options.id_column: scored.ids}
-        request_ids = None
-        if self.ids is not None:
-            request_ids = self.ids.issue(scored.n)
+        request_ids = scored.request_ids
+        if request_ids is not None:
             out["request_id"] = request_ids
         out.update(scored.columns)
         if self.staged is not None and request_ids is not None and self.logged is not None:
@@ -348,6 +349,7 @@ class _Scored:
     ids: pa.Array
     units: pa.Array | None
     ts: datetime
+    request_ids: pa.Array | None = None
     columns: dict[str, pa.Array] = field(default_factory=dict)
     parts: list[_Part] = field(default_factory=list)
 
