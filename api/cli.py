@@ -343,7 +343,10 @@ class _SimulatedPolicies:
         return [kind for kind in policy_kinds() if required_parameters(kind) <= {"weights"}]
 
     def __contains__(self, kind: object) -> bool:
-        return kind in self._kinds()
+        from api.simulate_contextual import is_replay_policy_list
+
+        # --contextual takes a comma-separated list (lints,thompson,random), checked there.
+        return kind in self._kinds() or is_replay_policy_list(kind)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._kinds())
@@ -360,6 +363,18 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     from bandit.errors import BanditError
     from bandit.simulate import arm_names, simulate
 
+    if args.contextual:
+        _simulate_contextual(args)
+        return
+    if args.policy is None:
+        args.policy = "thompson"
+    if args.batch is None:
+        args.batch = 1000
+    if args.arms is None:
+        raise CommandError("simulate needs --arms (or --contextual with --data).")
+    if args.policy not in _SimulatedPolicies()._kinds():
+        msg = f"--policy {args.policy} is a contextual replay; it needs --contextual and --data."
+        raise CommandError(msg)
     min_weight = default_min_weight(args.policy) if args.min_weight is None else args.min_weight
     params: dict[str, object] = {"min_weight": min_weight}
     if args.policy == "epsilon_greedy":
@@ -403,6 +418,74 @@ def cmd_simulate(args: argparse.Namespace) -> None:
         "pseudo-regret  " + "  ".join(f"{k} {v:.1f}" for k, v in regret.items()),
         "mean share per arm  " + "  ".join(f"{k} {v:.3f}" for k, v in share.items()),
     ]
+    print("\n".join(lines))  # noqa: T201
+
+
+def _simulate_contextual(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from api.simulate_contextual import (
+        DataError,
+        is_replay_policy_list,
+        load_supervised,
+        run_contextual,
+    )
+    from bandit.contextual import LinearConfig
+    from bandit.errors import BanditError
+
+    if args.data is None or args.features is None or args.label is None:
+        raise CommandError("simulate --contextual needs --data, --features and --label.")
+    listed = args.policy or "lints,thompson,random"
+    policies = [p.strip() for p in listed.split(",")]
+    if not is_replay_policy_list(listed):
+        msg = f"--policy with --contextual lists lints, linucb, thompson, random; not {listed}."
+        raise CommandError(msg)
+    batch = 100 if args.batch is None else args.batch
+    if args.seeds < 1 or batch < 1:
+        raise CommandError("--seeds and --batch must be at least 1.")
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    try:
+        # The flags are checked before the file is read.
+        LinearConfig(ridge=args.ridge, exploration=args.exploration)
+        data = load_supervised(Path(args.data), features=features, label=args.label)
+        figures = run_contextual(
+            data,
+            policies=policies,
+            seeds=args.seeds,
+            batch=batch,
+            ridge=args.ridge,
+            exploration=args.exploration,
+        )
+    except (DataError, BanditError) as exc:
+        raise CommandError(str(exc).rstrip(".") + ".") from exc
+    rounds = int(data.y.shape[0])
+    if args.json:
+        body = {
+            "data": str(args.data),
+            "features": list(data.features),
+            "label": args.label,
+            "arms": list(data.classes),
+            "rounds": rounds,
+            "batch": batch,
+            "seeds": args.seeds,
+            "ridge": args.ridge,
+            "exploration": args.exploration,
+            "policies": figures,
+        }
+        print(json.dumps(body))  # noqa: T201
+        return
+    lines = [
+        f"{args.data}: {rounds} rounds, {len(data.classes)} arms (classes of {args.label!r}), "
+        f"{len(data.features)} features, refit every {batch} rounds, {args.seeds} seeds (means)",
+        f"{'policy':<10} {'reward':>10} {'average':>8} {'regret vs best arm':>19} "
+        f"{'regret vs best per context':>27}",
+    ]
+    for policy, row in figures.items():
+        lines.append(
+            f"{policy:<10} {row['cumulative_reward']['mean']:>10.1f} {row['average_reward']:>8.3f} "
+            f"{row['regret_fixed']['mean']:>19.1f} {row['regret_context']['mean']:>27.1f}"
+        )
     print("\n".join(lines))  # noqa: T201
 
 
@@ -606,16 +689,22 @@ def _parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply the SQL store's migrations")
     migrate.set_defaults(func=cmd_migrate)
     sim = sub.add_parser("simulate", help="plan an experiment: a policy's regret on simulated arms")
-    sim.add_argument("--arms", type=_floats, required=True, help="true mean reward of each arm")
+    sim.add_argument("--arms", type=_floats, default=None, help="true mean reward of each arm")
     sim.add_argument(
         "--horizon", type=int, default=100_000, help="requests per run (default 100000)"
     )
-    sim.add_argument("--batch", type=int, default=1000, help="requests between reallocations")
+    sim.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="requests between reallocations (default 1000; 100 with --contextual)",
+    )
     sim.add_argument(
         "--policy",
-        default="thompson",
+        default=None,
         choices=_SimulatedPolicies(),
-        help="allocation policy (default thompson; fixed is equal weights)",
+        help="allocation policy (default thompson; fixed is equal weights); with --contextual "
+        "a list of lints, linucb, thompson, random (default lints,thompson,random)",
     )
     sim.add_argument(
         "--seeds", type=int, default=20, help="independent runs to summarise (default 20)"
@@ -638,6 +727,23 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=0.1,
         help="share of traffic explored uniformly by epsilon_greedy (default 0.1)",
+    )
+    sim.add_argument(
+        "--contextual",
+        action="store_true",
+        help="replay a supervised data set as a bandit (arms = classes of --label)",
+    )
+    sim.add_argument("--data", default=None, help="with --contextual: a .parquet or .csv file")
+    sim.add_argument("--features", default=None, help="with --contextual: numeric columns a,b,c")
+    sim.add_argument("--label", default=None, help="with --contextual: the class column")
+    sim.add_argument(
+        "--ridge", type=float, default=10.0, help="with --contextual: ridge prior (default 10)"
+    )
+    sim.add_argument(
+        "--exploration",
+        type=float,
+        default=0.1,
+        help="with --contextual: LinTS posterior scale / LinUCB alpha (default 0.1)",
     )
     sim.add_argument("--json", action="store_true", help="print one JSON object")
     sim.set_defaults(func=cmd_simulate)
