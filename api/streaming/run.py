@@ -200,7 +200,13 @@ async def _run(settings: Settings, options: StreamOptions, metrics_port: int | N
         if metrics_port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(metrics_port, addr="127.0.0.1", registry=app.state.metrics.registry)
+            try:
+                start_http_server(
+                    metrics_port, addr="127.0.0.1", registry=app.state.metrics.registry
+                )
+            except (OSError, OverflowError) as exc:
+                msg = f"--metrics-port {metrics_port} cannot be listened on: {exc}."
+                raise StreamError(msg) from exc
         streaming = await start_streaming(app, options)
         waiting = loop.create_task(streaming.wait())
         stopping = loop.create_task(stop.wait())

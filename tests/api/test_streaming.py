@@ -469,7 +469,7 @@ def test_serve_runs_the_consumer_in_its_loop_beside_http_and_drains_it(
     assert rows == [("online", 1), ("stream", n)]
 
 
-def test_an_unreachable_broker_is_one_line(
+def test_an_unreachable_broker_or_a_bad_metrics_port_is_one_line(
     tmp_path: Path,
     sqlite_url: str,
     capsys: pytest.CaptureFixture[str],
@@ -477,6 +477,7 @@ def test_an_unreachable_broker_is_one_line(
 ) -> None:
     from api.cli import main
 
+    require_nats()
     upgrade(sqlite_url)
     settings = make_settings(tmp_path / "home", sqlite_url)
     with make_client(settings) as client:
@@ -489,3 +490,7 @@ def test_an_unreachable_broker_is_one_line(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("banditlake: Cannot connect to NATS at nats://127.0.0.1:1"), err
+    argv = ["stream", "s", "--subject", "x.y", "--nats-url", NATS_URL, "--metrics-port", "70000"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("banditlake: --metrics-port 70000 cannot be listened on"), err
