@@ -519,8 +519,10 @@ def _score(
             if run.staged is not None:
                 run.staged.wait()
         except (OSError, pa.ArrowException) as exc:
+            # Reading the input (a file cut short, a corrupt page) or writing the lake.
             writer.cancel()
-            msg = f"Writing the scored rows failed: {type(exc).__name__}: {exc}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            msg = f"The run stopped after {summary.rows} rows: {type(exc).__name__}: {first}"
             raise BatchScoringError(msg) from exc
         except BaseException:
             writer.cancel()

@@ -346,6 +346,10 @@ def test_missing_columns_and_bad_arguments_are_named(
     assert "--batch-size must be between" in _error(
         capsys, "e", str(path), "--output", out, "--batch-size", "0"
     )
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really")
+    assert "is not a Parquet file, a directory of Parquet files or a .csv file" in _error(
+        capsys, "e", str(tmp_path / "bad.parquet"), "--output", out
+    )
     pq.write_table(_frame(10).set_column(1, "f0", pa.array(["a"] * 10)), path)
     assert "Column 'f0' holds string values; a feature must be numeric." in _error(
         capsys, "e", str(path), "--output", out
