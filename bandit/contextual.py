@@ -141,6 +141,8 @@ class Standardizer:
     features: tuple[str, ...]
     means: tuple[float, ...]
     scales: tuple[float, ...]
+    _shift: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _scale: NDArray[np.float64] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "features", tuple(self.features))
@@ -170,6 +172,9 @@ class Standardizer:
             if not (math.isfinite(scale) and scale > 0):
                 msg = f"The scale of feature {name!r} must be positive, but {scale!r} was given."
                 raise InvalidInputError(msg)
+        # Arrays kept beside the tuples: design() runs on the request path.
+        object.__setattr__(self, "_shift", np.asarray(self.means))
+        object.__setattr__(self, "_scale", np.asarray(self.scales))
 
     @classmethod
     def identity(cls, features: Sequence[str]) -> Standardizer:
@@ -202,7 +207,8 @@ class Standardizer:
         array = _check_contexts(x, self.features)
         z = np.empty((array.shape[0], self.dim))
         z[:, 0] = 1.0
-        z[:, 1:] = (array - np.asarray(self.means)) / np.asarray(self.scales)
+        np.subtract(array, self._shift, out=z[:, 1:])
+        z[:, 1:] /= self._scale
         return z
 
     def to_dict(self) -> dict[str, Any]:
@@ -628,8 +634,8 @@ def _score_moments(
     Each of shape ``(n, K)``.
     """
     mean = z @ model.theta.T
-    projected = np.einsum("nd,kdj->nkj", z, model.factor)
-    width = np.sqrt(np.einsum("nkj,nkj->nk", projected, projected))
+    projected = z @ model.factor  # (K, n, D): F_kᵀ z for every arm and row, as rows
+    width = np.sqrt(np.square(projected).sum(axis=2)).T
     return mean, width
 
 

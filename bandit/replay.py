@@ -139,14 +139,14 @@ def replay(
     arm_stats = [ArmStats() for _ in arms]
     kind: LinearKind = "linucb" if policy == "linucb" else "lints"
     config = LinearConfig(kind=kind) if linear is None else replace(linear, kind=kind)
-    thompson = SegmentedConfig(field="all", reward=reward_kind, draws=1)
+    thompson = SegmentedConfig(field="all", reward=reward_kind, draws=2000)
     for start in range(0, t_rounds, batch):
         stop = min(t_rounds, start + batch)
         rows = np.arange(start, stop)
         if policy == "random":
             picks = rng.integers(0, k, size=stop - start).astype(np.intp)
         elif policy == "thompson":
-            model_t = fit_segmented({"all": arm_stats}, arms=arms, config=thompson)
+            model_t = fit_segmented({"all": arm_stats}, arms=arms, config=thompson, rng=rng)
             picks, _ = decide_segments(model_t, ["all"] * (stop - start), rng)
         else:
             if standardizer is None:

@@ -13,18 +13,25 @@ The statistics are :class:`bandit.stats.ArmStats` per segment and arm, additive
 as everywhere else. A :class:`SegmentedModel` is the immutable model version;
 :meth:`SegmentedModel.to_dict` makes it plain JSON.
 
-Decisions draw ``draws`` = :math:`M` values from each arm's posterior; the
-chosen arm is the winner of the first draw and its propensity the share of the
-:math:`M` draws it wins: an estimate of Thompson sampling's probability
-:math:`p` with standard error :math:`\\sqrt{p(1-p)/M}`, at least :math:`1/M`,
-and the exact probability of the arm given the draws (as in
-:mod:`bandit.contextual`), so inverse-propensity weighting stays unbiased.
-With no segments at all (or one segment every request shares) this is plain,
-non-contextual Thompson sampling per request.
+A segment's posteriors do not depend on the request, so its Thompson
+probabilities are computed once, when the model version is fitted:
+:math:`P_k = \\Pr(\\theta_k = \\max_j \\theta_j)` from ``draws`` = :math:`M`
+joint posterior draws (:func:`bandit.bayesian.prob_best`), an estimate of the
+exact probability with standard error :math:`\\sqrt{P_k(1-P_k)/M}` (at most
+0.005 at the default 10,000), mixed with a floor :math:`f` (``min_weight``) as
+the allocations are: :math:`w_k = f + (1 - K f) P_k`. A decision then draws the
+arm from :math:`w` (one uniform number), and :math:`w` of the chosen arm is the
+*exact* probability with which it was chosen, which keeps inverse-propensity
+weighting unbiased; a floor above 0 keeps every arm's propensity positive, for
+evaluating other policies on the logs. Serving each request from these weights
+is per-request Thompson sampling on the posteriors frozen at the fit, as for
+:mod:`bandit.thompson`; with one segment every request shares, it is exactly
+the non-contextual policy.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +40,13 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from bandit.bayesian import prob_best
 from bandit.errors import InvalidInputError, InvalidPolicyError
 from bandit.posterior import BetaPosterior, Posterior, RewardKind, posteriors
 from bandit.stats import ArmStats
 
 __all__ = [
+    "SegmentPosterior",
     "SegmentedConfig",
     "SegmentedModel",
     "decide_segment",
@@ -60,7 +69,10 @@ class SegmentedConfig:
     min_count : int
         Rewarded requests a segment needs (over all arms) for its own posteriors.
     draws : int
-        Monte-Carlo draws per decision, :math:`M \\ge 1`.
+        Joint posterior draws per segment at fit time, :math:`M \\ge 1`.
+    min_weight : float
+        Floor :math:`f` on every arm's probability in every segment, in
+        :math:`[0, 1/K]`.
     unknown : {"pooled", "error"}
         A segment the model has no posteriors for: serve it the pooled
         posteriors, or raise InvalidInputError naming it.
@@ -69,7 +81,8 @@ class SegmentedConfig:
     field: str
     reward: RewardKind = "binary"
     min_count: int = 100
-    draws: int = 500
+    draws: int = 10_000
+    min_weight: float = 0.0
     unknown: UnknownSegment = "pooled"
 
     def __post_init__(self) -> None:
@@ -87,6 +100,9 @@ class SegmentedConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 msg = f"{name} must be a whole number of at least {low}, but {value!r} was given."
                 raise InvalidPolicyError(msg)
+        if not (0.0 <= self.min_weight <= 1.0):
+            msg = f"min_weight must be in [0, 1], but {self.min_weight!r} was given."
+            raise InvalidPolicyError(msg)
         if self.unknown not in ("pooled", "error"):
             msg = f"unknown must be 'pooled' or 'error', but {self.unknown!r} was given."
             raise InvalidPolicyError(msg)
@@ -97,12 +113,13 @@ class SegmentedConfig:
             "reward": self.reward,
             "min_count": self.min_count,
             "draws": self.draws,
+            "min_weight": self.min_weight,
             "unknown": self.unknown,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SegmentedConfig:
-        known = {"field", "reward", "min_count", "draws", "unknown"}
+        known = {"field", "reward", "min_count", "draws", "min_weight", "unknown"}
         unknown = sorted(set(data) - known)
         if unknown:
             msg = (
@@ -129,6 +146,56 @@ def _params(posts: Sequence[Posterior]) -> NDArray[np.float64]:
 
 
 @dataclass(frozen=True, eq=False)
+class SegmentPosterior:
+    """One segment's (or the pooled) posteriors and the arm probabilities they give.
+
+    Attributes
+    ----------
+    params : ndarray, shape ``(2, K)``
+        (alpha, beta) of Beta posteriors for binary rewards, (mean, sd) of
+        normal ones for continuous rewards.
+    weights : ndarray, shape ``(K,)``
+        :math:`w_k = f + (1 - K f) P_k`, summing to 1: each arm's probability.
+    """
+
+    params: NDArray[np.float64]
+    weights: NDArray[np.float64]
+    cumulative: tuple[float, ...] = field(init=False, repr=False)
+    """The weights' running sums, precomputed: a decision is one uniform draw and a bisection."""
+
+    def __post_init__(self) -> None:
+        params = np.array(self.params, dtype=np.float64)
+        weights = np.array(self.weights, dtype=np.float64)
+        k = weights.shape[0] if weights.ndim == 1 else -1
+        if params.shape != (2, k) or not (np.isfinite(params).all() and np.isfinite(weights).all()):
+            msg = (
+                f"A segment's posterior needs finite parameters of shape (2, K) and weights of "
+                f"shape (K,), but shapes {params.shape} and {weights.shape} were given."
+            )
+            raise InvalidInputError(msg)
+        if np.any(weights < 0) or abs(float(weights.sum()) - 1.0) > 1e-9:
+            msg = (
+                f"A segment's weights must be non-negative and sum to 1, not {weights.tolist()!r}."
+            )
+            raise InvalidInputError(msg)
+        params.flags.writeable = False
+        weights.flags.writeable = False
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "cumulative", tuple(np.cumsum(weights).tolist()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params.tolist(), "weights": self.weights.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegmentPosterior:
+        return cls(
+            np.asarray(data["params"], dtype=np.float64),
+            np.asarray(data["weights"], dtype=np.float64),
+        )
+
+
+@dataclass(frozen=True, eq=False)
 class SegmentedModel:
     """An immutable segmented-Thompson model version.
 
@@ -136,10 +203,9 @@ class SegmentedModel:
     ----------
     arms : tuple of str, length ``K``
     config : SegmentedConfig
-    pooled : ndarray, shape ``(2, K)``
-        The pooled posteriors' parameters: (alpha, beta) for binary rewards,
-        (mean, sd) for continuous ones.
-    segments : mapping of str to ndarray of shape ``(2, K)``
+    pooled : SegmentPosterior
+        From the statistics summed over every segment.
+    segments : mapping of str to SegmentPosterior
         The segments with their own posteriors.
     fallback : tuple of str
         The segments seen when fitting that had fewer than ``min_count``
@@ -148,8 +214,8 @@ class SegmentedModel:
 
     arms: tuple[str, ...]
     config: SegmentedConfig
-    pooled: NDArray[np.float64]
-    segments: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
+    pooled: SegmentPosterior
+    segments: Mapping[str, SegmentPosterior] = field(default_factory=dict)
     fallback: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -160,43 +226,34 @@ class SegmentedModel:
                 f"but {list(self.arms)!r} was given."
             )
             raise InvalidInputError(msg)
-        pooled = self._checked("the pooled posterior", self.pooled)
-        checked = {
-            name: self._checked(f"segment {name!r}", params)
-            for name, params in self.segments.items()
-        }
+        named = [("the pooled posterior", self.pooled)]
+        named += [(f"segment {name!r}", post) for name, post in self.segments.items()]
+        for what, post in named:
+            if post.weights.shape != (k,):
+                msg = f"The weights of {what} must have shape ({k},), not {post.weights.shape}."
+                raise InvalidInputError(msg)
+            params = post.params
+            in_range = (
+                (params > 0).all() if self.config.reward == "binary" else (params[1] >= 0).all()
+            )
+            if not in_range:
+                msg = f"The parameters of {what} are out of range: {params.tolist()!r}."
+                raise InvalidInputError(msg)
         object.__setattr__(self, "arms", tuple(self.arms))
-        object.__setattr__(self, "pooled", pooled)
-        object.__setattr__(self, "segments", checked)
+        object.__setattr__(self, "segments", dict(self.segments))
         object.__setattr__(self, "fallback", tuple(self.fallback))
 
-    def _checked(self, what: str, params: NDArray[np.float64]) -> NDArray[np.float64]:
-        k = len(self.arms)
-        array = np.array(params, dtype=np.float64)
-        if array.shape != (2, k) or not np.isfinite(array).all():
-            msg = (
-                f"The parameters of {what} must be finite with shape (2, {k}), "
-                f"but shape {array.shape} was given."
-            )
-            raise InvalidInputError(msg)
-        in_range = (array > 0).all() if self.config.reward == "binary" else (array[1] >= 0).all()
-        if not in_range:
-            msg = f"The parameters of {what} are out of range: {array.tolist()!r}."
-            raise InvalidInputError(msg)
-        array.flags.writeable = False
-        return array
-
-    def params_for(self, segment: object) -> NDArray[np.float64]:
-        """The posterior parameters serving ``segment``, shape ``(2, K)``."""
+    def posterior_for(self, segment: object) -> SegmentPosterior:
+        """The posterior serving ``segment``: its own, or the pooled one."""
         if not isinstance(segment, str):
             msg = (
                 f"The segment field {self.config.field!r} must hold a string, "
                 f"but {segment!r} was given."
             )
             raise InvalidInputError(msg)
-        params = self.segments.get(segment)
-        if params is not None:
-            return params
+        own = self.segments.get(segment)
+        if own is not None:
+            return own
         if self.config.unknown == "error" and segment not in self.fallback:
             msg = (
                 f"Segment {segment!r} of field {self.config.field!r} is unknown to this model "
@@ -210,8 +267,8 @@ class SegmentedModel:
         return {
             "arms": list(self.arms),
             "config": self.config.to_dict(),
-            "pooled": self.pooled.tolist(),
-            "segments": {name: params.tolist() for name, params in self.segments.items()},
+            "pooled": self.pooled.to_dict(),
+            "segments": {name: post.to_dict() for name, post in self.segments.items()},
             "fallback": list(self.fallback),
         }
 
@@ -221,11 +278,8 @@ class SegmentedModel:
             return cls(
                 tuple(data["arms"]),
                 SegmentedConfig.from_dict(data["config"]),
-                np.asarray(data["pooled"], dtype=np.float64),
-                {
-                    str(k): np.asarray(v, dtype=np.float64)
-                    for k, v in dict(data["segments"]).items()
-                },
+                SegmentPosterior.from_dict(data["pooled"]),
+                {str(k): SegmentPosterior.from_dict(v) for k, v in dict(data["segments"]).items()},
                 tuple(data["fallback"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -235,11 +289,22 @@ class SegmentedModel:
             raise InvalidInputError(msg) from exc
 
 
+def _posterior(
+    arms: Sequence[ArmStats], config: SegmentedConfig, rng: np.random.Generator
+) -> SegmentPosterior:
+    k = len(arms)
+    best = prob_best(arms, kind=config.reward, rng=rng, draws=config.draws)
+    floor = min(config.min_weight, 1.0 / k)
+    weights = floor + (1.0 - k * floor) * best
+    return SegmentPosterior(_params(posteriors(arms, kind=config.reward)), weights / weights.sum())
+
+
 def fit_segmented(
     stats: Mapping[str, Sequence[ArmStats]],
     *,
     arms: Sequence[str],
     config: SegmentedConfig,
+    rng: np.random.Generator,
 ) -> SegmentedModel:
     """The model version of per-segment statistics.
 
@@ -248,8 +313,13 @@ def fit_segmented(
     stats : mapping of segment value to a sequence of ArmStats of length ``K``
     arms : sequence of str, length ``K``
     config : SegmentedConfig
+    rng : numpy.random.Generator
+        For the Thompson probabilities' posterior draws.
     """
     names = tuple(arms)
+    if not names:
+        msg = "A segmented model needs at least one arm, but none was given."
+        raise InvalidInputError(msg)
     pooled = [ArmStats() for _ in names]
     for segment, arm_stats in stats.items():
         if len(arm_stats) != len(names):
@@ -259,56 +329,43 @@ def fit_segmented(
             )
             raise InvalidInputError(msg)
         pooled = [total + s for total, s in zip(pooled, arm_stats, strict=True)]
-    own: dict[str, NDArray[np.float64]] = {}
+    own: dict[str, SegmentPosterior] = {}
     fallback: list[str] = []
     for segment, arm_stats in stats.items():
         if math.fsum(s.n for s in arm_stats) >= config.min_count:
-            own[segment] = _params(posteriors(arm_stats, kind=config.reward))
+            own[segment] = _posterior(arm_stats, config, rng)
         else:
             fallback.append(segment)
-    pooled_params = _params(posteriors(pooled, kind=config.reward))
-    return SegmentedModel(names, config, pooled_params, own, tuple(fallback))
-
-
-def _draw(
-    params: NDArray[np.float64],
-    reward: RewardKind,
-    shape: tuple[int, int],
-    rng: np.random.Generator,
-) -> NDArray[np.float64]:
-    if reward == "binary":
-        drawn: NDArray[np.float64] = rng.beta(params[0], params[1], size=(*shape, params.shape[1]))
-        return drawn
-    noise = rng.standard_normal((*shape, params.shape[1]))
-    scores: NDArray[np.float64] = params[0] + params[1] * noise
-    return scores
+    return SegmentedModel(names, config, _posterior(pooled, config, rng), own, tuple(fallback))
 
 
 def decide_segments(
     model: SegmentedModel, segments: Sequence[object], rng: np.random.Generator
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
-    """Choose an arm for each request's segment: indices and propensities, each shape ``(n,)``."""
-    n, draws = len(segments), model.config.draws
+    """Choose an arm for each request's segment: indices and propensities, each shape ``(n,)``.
+
+    The propensity is the chosen arm's weight in its segment (exact; see the module docstring).
+    """
     # Resolve every segment first, so a refused one raises before any draw.
-    resolved = [model.params_for(segment) for segment in segments]
-    chosen = np.empty(n, dtype=np.intp)
-    propensity = np.empty(n)
-    groups: dict[int, list[int]] = {}
-    for i, params in enumerate(resolved):
-        groups.setdefault(id(params), []).append(i)
-    for rows in groups.values():
-        params = resolved[rows[0]]
-        scores = _draw(params, model.config.reward, (len(rows), draws), rng)
-        winners = scores.argmax(axis=2)
-        first = winners[:, 0]
-        chosen[rows] = first
-        propensity[rows] = (winners == first[:, None]).mean(axis=1)
-    return chosen, propensity
+    resolved = [model.posterior_for(segment) for segment in segments]
+    n, k = len(resolved), len(model.arms)
+    cumulative = np.array([post.cumulative for post in resolved]).reshape(n, k)
+    weights = np.array([post.weights for post in resolved]).reshape(n, k)
+    u = rng.random((n, 1)) * cumulative[:, -1:]
+    chosen = np.minimum((u >= cumulative).sum(axis=1), k - 1).astype(np.intp)
+    # Rounding at the top end can land on a zero-weight arm: step down to the last positive one.
+    for i in np.flatnonzero(weights[np.arange(n), chosen] == 0.0):
+        chosen[i] = int(np.flatnonzero(weights[i] > 0)[-1])
+    return chosen, weights[np.arange(n), chosen]
 
 
 def decide_segment(
     model: SegmentedModel, segment: object, rng: np.random.Generator
 ) -> tuple[int, float]:
     """Choose an arm for one request in ``segment``: its index and its propensity."""
-    arms, propensities = decide_segments(model, [segment], rng)
-    return int(arms[0]), float(propensities[0])
+    post = model.posterior_for(segment)
+    point = float(rng.random()) * post.cumulative[-1]
+    i = min(bisect.bisect_right(post.cumulative, point), len(model.arms) - 1)
+    while post.weights[i] == 0.0:  # only reachable through float rounding at the top end
+        i -= 1
+    return i, float(post.weights[i])
