@@ -31,7 +31,6 @@ the non-contextual policy.
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,7 +160,7 @@ class SegmentPosterior:
     params: NDArray[np.float64]
     weights: NDArray[np.float64]
     cumulative: tuple[float, ...] = field(init=False, repr=False)
-    """The weights' running sums, precomputed: a decision is one uniform draw and a bisection."""
+    """The weights' running sums, precomputed: a decision is one uniform draw and a search."""
 
     def __post_init__(self) -> None:
         params = np.array(self.params, dtype=np.float64)
@@ -365,7 +364,10 @@ def decide_segment(
     """Choose an arm for one request in ``segment``: its index and its propensity."""
     post = model.posterior_for(segment)
     point = float(rng.random()) * post.cumulative[-1]
-    i = min(bisect.bisect_right(post.cumulative, point), len(model.arms) - 1)
+    # A linear scan, not bisect (not among the modules bandit may import): K is small.
+    i, last = 0, len(model.arms) - 1
+    while i < last and post.cumulative[i] <= point:
+        i += 1
     while post.weights[i] == 0.0:  # only reachable through float rounding at the top end
         i -= 1
     return i, float(post.weights[i])
