@@ -111,8 +111,10 @@ __all__ = [
 
 LinearKind = Literal["lints", "linucb"]
 
-# Work arrays of one chunk of a batch hold at most this many score draws (32 MiB of float64).
+# Work arrays of one chunk of a batch hold at most this many score draws (16 MiB of float32).
 _CHUNK_DRAWS = 1 << 22
+# One context's draws must fit in a chunk; beyond this the propensity's error is below 0.0016.
+MAX_DRAWS = 100_000
 
 
 def _finite_matrix(x: ArrayLike, *, what: str) -> NDArray[np.float64]:
@@ -418,7 +420,7 @@ class LinearConfig:
     draws : int
         LinTS's Monte-Carlo draws per decision, :math:`M \\ge 1`; the
         propensity's standard error is :math:`\\sqrt{p(1-p)/M}` (at most
-        :math:`0.5/\\sqrt M`: 0.022 at the default 500).
+        :math:`0.5/\\sqrt M`: 0.022 at the default 500); at most 100,000.
     epsilon : float or None
         Uniform exploration mixed into every decision; ``None`` means 0.05
         for LinUCB (so no arm has propensity 0) and 0 for LinTS.
@@ -445,8 +447,12 @@ class LinearConfig:
             sign = "positive" if self.kind == "lints" else "non-negative"
             msg = f"exploration must be {sign} for {self.kind}, but {self.exploration!r} was given."
             raise InvalidPolicyError(msg)
-        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
-            msg = f"draws must be a whole number of at least 1, but {self.draws!r} was given."
+        draws_ok = isinstance(self.draws, int) and not isinstance(self.draws, bool)
+        if not draws_ok or not (1 <= self.draws <= MAX_DRAWS):
+            msg = (
+                f"draws must be a whole number from 1 to {MAX_DRAWS:,}, "
+                f"but {self.draws!r} was given."
+            )
             raise InvalidPolicyError(msg)
         if self.epsilon is not None and not (0.0 <= self.epsilon <= 1.0):
             msg = f"epsilon must be in [0, 1], but {self.epsilon!r} was given."

@@ -93,11 +93,12 @@ class SegmentedConfig:
                 f"The reward kind must be 'binary' or 'continuous', but {self.reward!r} was given."
             )
             raise InvalidPolicyError(msg)
-        for name in ("min_count", "draws"):
+        for name, low, high in (("min_count", 0, None), ("draws", 1, 1_000_000)):
             value = getattr(self, name)
-            low = 0 if name == "min_count" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                msg = f"{name} must be a whole number of at least {low}, but {value!r} was given."
+            whole = isinstance(value, int) and not isinstance(value, bool)
+            if not whole or value < low or (high is not None and value > high):
+                bound = f"at least {low}" if high is None else f"from {low} to {high:,}"
+                msg = f"{name} must be a whole number {bound}, but {value!r} was given."
                 raise InvalidPolicyError(msg)
         if not (0.0 <= self.min_weight <= 1.0):
             msg = f"min_weight must be in [0, 1], but {self.min_weight!r} was given."

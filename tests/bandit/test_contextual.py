@@ -303,7 +303,12 @@ def test_context_matrix_names_the_bad_value(rows: list[dict[str, object]], messa
         (lambda: LinearConfig(ridge=0.0), r"ridge must be positive, but 0.0"),
         (lambda: LinearConfig(exploration=0.0), r"exploration must be positive for lints"),
         (lambda: LinearConfig(kind="linucb", exploration=-1.0), r"non-negative for linucb"),
-        (lambda: LinearConfig(draws=0), r"draws must be a whole number of at least 1, but 0"),
+        (lambda: LinearConfig(draws=0), r"draws must be a whole number from 1 to 100,000, but 0"),
+        (lambda: LinearConfig(draws=10**9), r"from 1 to 100,000, but 1000000000 was given"),
+        (lambda: LinearConfig.from_dict({"ridge": "big"}), r"parameter has the wrong type"),
+        (lambda: LinearConfig.from_dict({"draws": 2.5}), r"draws must be a whole number"),
+        (lambda: LinearModel.from_dict({"arms": ["a"]}), r"contextual model version is malformed"),
+        (lambda: LinearStats.from_dict({"xtx": "x"}), r"LinearStats need numeric"),
         (lambda: LinearConfig(epsilon=1.5), r"epsilon must be in \[0, 1\], but 1.5"),
         (
             lambda: LinearConfig.from_dict({"alpha": 1}),

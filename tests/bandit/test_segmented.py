@@ -145,7 +145,8 @@ def test_unknown_segment_refused_when_asked() -> None:
         ),
         (lambda: SegmentedConfig(field=""), r"segment field must be a non-empty string"),
         (lambda: SegmentedConfig(field="f", min_count=-1), r"min_count must be a whole number"),
-        (lambda: SegmentedConfig(field="f", draws=0), r"draws must be a whole number of at least"),
+        (lambda: SegmentedConfig(field="f", draws=0), r"draws must be a whole number from 1 to"),
+        (lambda: SegmentedConfig(field="f", draws=10**8), r"from 1 to 1,000,000, but 100000000"),
         (lambda: SegmentedConfig(field="f", min_weight=2.0), r"min_weight must be in \[0, 1\]"),
         (lambda: SegmentedConfig(field="f", unknown="drop"), r"'pooled' or 'error'"),  # type: ignore[arg-type]
         (lambda: SegmentedConfig(field="f", reward="ordinal"), r"'binary' or 'continuous'"),  # type: ignore[arg-type]
