@@ -680,6 +680,8 @@ def _decide_design(
         return chosen, probs
     draws = config.draws
     spread = config.exploration * width
+    # Centred on each row's best mean, so single precision keeps the differences that matter.
+    mean = mean - mean.max(axis=1, keepdims=True)
     chosen = np.empty(n, dtype=np.intp)
     shares = np.empty((n, k))
     rows = max(1, _CHUNK_DRAWS // (draws * k))

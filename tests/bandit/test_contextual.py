@@ -180,6 +180,19 @@ def test_propensity_is_never_zero_even_for_a_hopeless_arm() -> None:
     assert np.all(propensity == 1.0)
 
 
+def test_large_scores_keep_their_differences() -> None:
+    model = LinearModel(
+        ("a", "b"),
+        Standardizer.identity(["x"]),
+        LinearConfig(draws=100),
+        np.array([[1e9, 0.0], [1e9 + 1.0, 0.0]]),
+        np.array([np.diag([0.01, 1.0]), np.diag([0.01, 1.0])]),
+    )
+    arms, propensity = decide_batch(model, np.zeros((50, 1)), np.random.default_rng(0))
+    assert np.all(arms == 1)
+    assert np.all(propensity == 1.0)
+
+
 def test_lints_epsilon_mixes_in_uniform_exploration() -> None:
     model = _two_arm_model(-40.0, 0.1, 0.1, draws=50)
     mixed = LinearModel(
