@@ -52,6 +52,7 @@ from bandit.guardrails import ArmHealth, GuardrailCheck, Guardrails, check_guard
 from bandit.ipw import IpwStats
 from bandit.policy import Evidence, Policy, PolicyConfig, Proposal
 from bandit.registry import get_policy, policy_kinds, register_policy, unregister_policy
+from bandit.replay import ReplayResult, replay
 from bandit.segmented import SegmentedConfig, SegmentedModel, fit_segmented
 from bandit.simulate import SimulationResult, simulate
 from bandit.stats import ArmStats
@@ -78,6 +79,7 @@ __all__ = [
     "Policy",
     "PolicyConfig",
     "Proposal",
+    "ReplayResult",
     "SegmentedConfig",
     "SegmentedModel",
     "SimulationResult",
@@ -100,6 +102,7 @@ __all__ = [
     "policy_to_dict",
     "prob_best",
     "register_policy",
+    "replay",
     "simulate",
     "unregister_policy",
 ]
