@@ -55,7 +55,12 @@ Decisions (:func:`decide`, :func:`decide_batch`)
     is the *exact* probability of the arm given the :math:`M` draws (the draws
     are exchangeable, so the first one's winner is the winner of a uniformly
     chosen one), which is what inverse-propensity weighting needs: the
-    off-policy estimators stay unbiased although :math:`\\hat p \\ne p`.
+    off-policy estimators stay unbiased although :math:`\\hat p \\ne p`,
+    provided every arm the evaluated policy may choose had a positive
+    probability. An arm that won none of the :math:`M` draws had probability 0
+    in that round, so LinTS mixes in a little uniform exploration too
+    (below); with ``epsilon = 0`` only the logging policy's own value, or that
+    of a policy choosing among arms that won draws, is estimated without bias.
 
     ``linucb`` (Li, Chu, Langford & Schapire 2010, "A contextual-bandit
     approach to personalized news article recommendation", WWW): the score is
@@ -67,8 +72,11 @@ Decisions (:func:`decide`, :func:`decide_batch`)
     with :math:`\\varepsilon` = ``epsilon`` (0.05 by default), and that exact
     probability is logged.
 
-    LinTS takes the same ``epsilon`` (0 by default); its propensity is then
-    :math:`\\varepsilon/K + (1 - \\varepsilon)\\hat p_k`, also exact given the draws.
+    LinTS takes the same ``epsilon`` (0.02 by default); its propensity is then
+    :math:`\\varepsilon/K + (1 - \\varepsilon)\\hat p_k \\ge \\varepsilon/K`, also
+    exact given the draws, so every arm keeps probability at least
+    :math:`\\varepsilon/K` in every round and inverse-propensity weights stay
+    below :math:`K/\\varepsilon`.
 
 No I/O, no clock: randomness comes only from the ``numpy.random.Generator``
 argument. Contextual policies are not entries of :mod:`bandit.registry`: a
@@ -422,8 +430,8 @@ class LinearConfig:
         propensity's standard error is :math:`\\sqrt{p(1-p)/M}` (at most
         :math:`0.5/\\sqrt M`: 0.022 at the default 500); at most 100,000.
     epsilon : float or None
-        Uniform exploration mixed into every decision; ``None`` means 0.05
-        for LinUCB (so no arm has propensity 0) and 0 for LinTS.
+        Uniform exploration mixed into every decision, so no arm has
+        propensity 0; ``None`` means 0.05 for LinUCB and 0.02 for LinTS.
     """
 
     kind: LinearKind = "lints"
@@ -463,7 +471,7 @@ class LinearConfig:
         """The uniform-exploration share in force (``epsilon`` with its default resolved)."""
         if self.epsilon is not None:
             return self.epsilon
-        return 0.05 if self.kind == "linucb" else 0.0
+        return 0.05 if self.kind == "linucb" else 0.02
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -722,7 +730,8 @@ def decide_batch(
     arms : ndarray of intp, shape ``(n,)``
     propensities : ndarray of float, shape ``(n,)``
         The probability the policy gave the chosen arm (see the module
-        docstring): in :math:`[1/M, 1]` for LinTS without ``epsilon``, exact for LinUCB.
+        docstring): at least :math:`\\varepsilon/K`; for LinTS at least
+        :math:`(1 - \\varepsilon)/M` too, exact for LinUCB.
     """
     z = model.standardizer.design(x)
     chosen, probs = _decide_design(model, z, rng)

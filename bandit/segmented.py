@@ -22,8 +22,9 @@ exact probability with standard error :math:`\\sqrt{P_k(1-P_k)/M}` (at most
 the allocations are: :math:`w_k = f + (1 - K f) P_k`. A decision then draws the
 arm from :math:`w` (one uniform number), and :math:`w` of the chosen arm is the
 *exact* probability with which it was chosen, which keeps inverse-propensity
-weighting unbiased; a floor above 0 keeps every arm's propensity positive, for
-evaluating other policies on the logs. Serving each request from these weights
+weighting unbiased; the floor (0.02 by default, as the allocations' default)
+keeps every arm's propensity positive, so other policies can be evaluated on
+the logs without bias. Serving each request from these weights
 is per-request Thompson sampling on the posteriors frozen at the fit, as for
 :mod:`bandit.thompson`; with one segment every request shares, it is exactly
 the non-contextual policy.
@@ -41,6 +42,7 @@ from numpy.typing import NDArray
 
 from bandit.bayesian import prob_best
 from bandit.errors import InvalidInputError, InvalidPolicyError
+from bandit.policy import DEFAULT_MIN_WEIGHT
 from bandit.posterior import BetaPosterior, Posterior, RewardKind, posteriors
 from bandit.stats import ArmStats
 
@@ -70,8 +72,8 @@ class SegmentedConfig:
     draws : int
         Joint posterior draws per segment at fit time, :math:`M \\ge 1`.
     min_weight : float
-        Floor :math:`f` on every arm's probability in every segment, in
-        :math:`[0, 1/K]`.
+        Floor :math:`f` on every arm's probability in every segment (0.02 by
+        default; a floor above :math:`1/K` acts as :math:`1/K`, equal weights).
     unknown : {"pooled", "error"}
         A segment the model has no posteriors for: serve it the pooled
         posteriors, or raise InvalidInputError naming it.
@@ -81,7 +83,7 @@ class SegmentedConfig:
     reward: RewardKind = "binary"
     min_count: int = 100
     draws: int = 10_000
-    min_weight: float = 0.0
+    min_weight: float = DEFAULT_MIN_WEIGHT
     unknown: UnknownSegment = "pooled"
 
     def __post_init__(self) -> None:

@@ -132,14 +132,19 @@ def test_model_version_round_trips_through_json() -> None:
     assert stats_back.n == stats[0].n
 
 
-def _two_arm_model(mu1: float, sd0: float, sd1: float, *, draws: int) -> LinearModel:
-    """Context x = 0 gives z = (1, 0): arm scores N(0, sd0²) and N(mu1, sd1²), independent."""
+def _two_arm_model(
+    mu1: float, sd0: float, sd1: float, *, draws: int, epsilon: float = 0.0
+) -> LinearModel:
+    """Context x = 0 gives z = (1, 0): arm scores N(0, sd0²) and N(mu1, sd1²), independent.
+
+    Pure Thompson sampling (``epsilon = 0``) unless asked, so the exact answer is Φ's.
+    """
     theta = np.array([[0.0, 0.0], [mu1, 0.0]])
     factor = np.array([np.diag([sd0, 1.0]), np.diag([sd1, 1.0])])
     return LinearModel(
         ("a", "b"),
         Standardizer.identity(["x"]),
-        LinearConfig(kind="lints", exploration=1.0, draws=draws),
+        LinearConfig(kind="lints", exploration=1.0, draws=draws, epsilon=epsilon),
         theta,
         factor,
     )
@@ -178,13 +183,18 @@ def test_propensity_is_never_zero_even_for_a_hopeless_arm() -> None:
     arms, propensity = decide_batch(model, np.zeros((100, 1)), np.random.default_rng(0))
     assert np.all(arms == 0)
     assert np.all(propensity == 1.0)
+    # With the default epsilon the hopeless arm keeps epsilon / K in every round.
+    default = _two_arm_model(-40.0, 0.1, 0.1, draws=50, epsilon=0.02)
+    assert default.config.mixing == LinearConfig(draws=50).mixing == 0.02
+    probs = arm_probabilities(default, np.zeros((100, 1)), np.random.default_rng(0))
+    np.testing.assert_allclose(probs, [[0.99, 0.01]] * 100)
 
 
 def test_large_scores_keep_their_differences() -> None:
     model = LinearModel(
         ("a", "b"),
         Standardizer.identity(["x"]),
-        LinearConfig(draws=100),
+        LinearConfig(draws=100, epsilon=0.0),
         np.array([[1e9, 0.0], [1e9 + 1.0, 0.0]]),
         np.array([np.diag([0.01, 1.0]), np.diag([0.01, 1.0])]),
     )
@@ -359,3 +369,41 @@ def test_context_matrix_names_the_bad_value(rows: list[dict[str, object]], messa
 def test_bad_configuration_and_statistics_are_refused(build: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("draws", [5, 500])
+def test_ipw_on_logged_lints_decisions_is_unbiased_even_with_few_draws(draws: int) -> None:
+    """The logged propensity is exact given the draws: IPW recovers another policy's value."""
+    from bandit.ope import ipw
+
+    rng = np.random.default_rng(31)
+    n, k = 40_000, 3
+    x = rng.normal(size=(n, 2))
+    weights = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]])
+    means = x @ weights.T + np.array([0.2, 0.0, -0.1])
+    model = LinearModel(
+        ("a", "b", "c"),
+        Standardizer.identity(["u", "v"]),
+        LinearConfig(draws=draws),  # the default epsilon, 0.02
+        # A logging model that is wrong on purpose (it favours the worst arm often).
+        np.array([[0.0, 0.5, 0.0], [0.0, 0.0, 0.5], [0.3, -0.5, -0.5]]),
+        np.stack([0.3 * np.eye(3)] * 3),
+    )
+    arms, propensity = decide_batch(model, x, rng)
+    reward = means[np.arange(n), arms] + rng.normal(0.0, 0.5, size=n)
+    # Evaluated policy: always the arm with the largest first feature's sign rule.
+    target = np.where(x[:, 0] > 0, 0, 2)
+    action_dist = np.zeros((n, k, 1))
+    action_dist[np.arange(n), target, 0] = 1.0
+    estimate = ipw(reward=reward, action=arms, pscore=propensity, action_dist=action_dist)
+    truth = float(means[np.arange(n), target].mean())
+    terms = reward * (arms == target) / propensity
+    standard_error = float(terms.std() / math.sqrt(n))
+    assert abs(estimate - truth) < 4 * standard_error
+    assert propensity.min() >= 0.02 / 3 - 1e-12
+    if draws == 5:
+        # Why the logged share comes from the draws that chose: the same estimate from
+        # fresh draws (just as good an estimate of p) is far off.
+        fresh = arm_probabilities(model, x, np.random.default_rng(99))[np.arange(n), arms]
+        wrong = ipw(reward=reward, action=arms, pscore=fresh, action_dist=action_dist)
+        assert abs(wrong - truth) > 10 * standard_error

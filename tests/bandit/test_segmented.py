@@ -61,8 +61,10 @@ def test_decisions_follow_each_segments_winner_with_its_weight_as_propensity() -
     rng = np.random.default_rng(0)
     fr, fr_p = decide_segments(model, ["fr"] * 300, rng)
     us, us_p = decide_segments(model, ["us"] * 300, rng)
-    assert (fr == 1).mean() > 0.99
-    assert (us == 0).mean() > 0.99
+    # The winners' weights are 1 - f with the default floor f = 0.02.
+    assert (fr == 1).mean() > 0.95
+    assert (us == 0).mean() > 0.95
+    assert model.segments["fr"].weights[0] == pytest.approx(0.02, abs=1e-3)
     np.testing.assert_array_equal(fr_p, model.segments["fr"].weights[fr])
     np.testing.assert_array_equal(us_p, model.segments["us"].weights[us])
 
@@ -91,7 +93,9 @@ def test_thompson_probability_is_within_its_stated_error(mu1: float, seed: int) 
     sds = [p.sd for p in posts]  # type: ignore[union-attr]
     exact = float(sps.norm.cdf((means[1] - means[0]) / math.sqrt(sds[0] ** 2 + sds[1] ** 2)))
     standard_error = math.sqrt(exact * (1 - exact) / draws)
-    config = SegmentedConfig(field="f", reward="continuous", min_count=0, draws=draws)
+    config = SegmentedConfig(
+        field="f", reward="continuous", min_count=0, draws=draws, min_weight=0.0
+    )
     misses = 0
     for fit_seed in range(20):
         model = fit_segmented(
