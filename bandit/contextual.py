@@ -708,8 +708,10 @@ def _decide_design(
     probs = shares
     if eps > 0:
         probs = eps / k + (1.0 - eps) * shares
-        explore = rng.random(n) < eps
-        chosen = np.where(explore, rng.integers(0, k, size=n), chosen).astype(np.intp)
+        # One uniform u per row: u < eps explores, and then u / eps is uniform on [0, 1).
+        draw = rng.random((n,))
+        uniform_arm = np.minimum((draw / eps * k).astype(np.intp), k - 1)
+        chosen = np.where(draw < eps, uniform_arm, chosen)
     return chosen, probs
 
 
