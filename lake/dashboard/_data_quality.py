@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from lake.dashboard._drift import DRIFT_MIN_ROWS, DriftWindow, _feature_names
+from lake.dashboard._drift import DriftWindow, _feature_names
 from lake.dashboard._files import MICROSECOND, Queries, experiment_span, overlapping, source
 from lake.dashboard._served import served
 from lake.errors import LakeConfigError
@@ -24,7 +24,7 @@ from lake.reader import Lake
 
 __all__ = ["QUALITY_MIN_ROWS", "DataQuality", "FeatureQuality", "data_quality"]
 
-QUALITY_MIN_ROWS: Final = DRIFT_MIN_ROWS
+QUALITY_MIN_ROWS: Final = 100
 """Finite values a feature needs in the first window for its range to judge the last one:
 the range of a handful of rows would call most later values out of range."""
 

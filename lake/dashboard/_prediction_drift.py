@@ -48,7 +48,7 @@ PREDICTION_DRIFT_MIN_ROWS: Final = 250
 ``n`` rows from one distribution, ``n/2 * PSI`` is roughly chi-squared with ``bins - 1``
 degrees of freedom, so at 10 bins an unchanged model crosses the 0.2 threshold with
 probability about P(chi2_9 > 0.1 n). Simulated (``benchmarks/prediction_drift_alarms.py``):
-41% of unchanged models flagged at 100 rows (feature drift's minimum), 2% at 200, 0.5% at
+41% of unchanged models flagged at 100 rows (feature drift's former minimum), 2% at 200, 0.5% at
 250 (1,000 pairs each); a shift of 0.75 standard deviations is flagged every time at 250
 rows, one of 0.5 in about 90% of the pairs."""
 

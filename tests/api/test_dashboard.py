@@ -481,7 +481,7 @@ def test_drift_needs_the_minimum_rows_in_each_window(tmp_path: Path, sqlite_url:
         upload(client, "thin", "b", linear_model([1.0]))
         _append(client, "thin", [t0, *later], [{"f0": 0.0}, *shifted])
         body = client.get(f"{API}/thin/drift").json()
-    assert body["min_rows"] == DRIFT_MIN_ROWS == 100
+    assert body["min_rows"] == DRIFT_MIN_ROWS == 250
     assert body["reference"]["rows"] == 1 and body["current"]["rows"] == 600
     (f0,) = body["features"]
     assert f0["psi"] is None and not f0["drifted"] and body["drifted"] == []

@@ -213,7 +213,7 @@ def _drifting(http: httpx.Client, ok: Any, service: _Service, rng: np.random.Gen
                 )
             )
         ok(http.patch(f"/v1/experiments/{name}", json={"status": "running"}))
-    for shift, rows in ((0.0, 200), (0.03, 200)):
+    for shift, rows in ((0.0, 300), (0.03, 300)):
         batch = [
             {"features": {f: float(rng.normal() + shift * i) for i, f in enumerate(WIDE_FEATURES)}}
             for _ in range(rows)
@@ -502,7 +502,7 @@ def test_drift_with_64_features_shows_the_top_ten_and_finds_the_rest(
     with httpx.Client(base_url=running.base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
         drift = http.get(f"/dashboard/api/experiments/{WIDE}/drift").json()
     assert len(drift["features"]) == 64
-    assert drift["reference"]["rows"] == drift["current"]["rows"] == 200
+    assert drift["reference"]["rows"] == drift["current"]["rows"] == 300
     ranked = sorted(drift["features"], key=lambda f: -f["psi"])
     top = [f["name"] for f in ranked[:10]]
     context, page, problems = _token_page(browser, running.base, f"#/experiments/{WIDE}")
@@ -550,7 +550,7 @@ def test_a_first_drift_window_below_the_minimum_raises_no_alarm(
     assert page.query_selector("#drift tr.flagged, #drift .badge.bad") is None
     assert page.inner_text("#card-drift .value") == "not enough data"
     windows = page.inner_text("#drift-windows")
-    assert "1 row." in windows and "150 rows." in windows and "100 rows" in windows
+    assert "1 row." in windows and "150 rows." in windows and "250 rows" in windows
     assert re.search(f"First window: {UTC_TEXT} → {UTC_TEXT}, 1 row", windows), windows
     page.screenshot(path=str(tmp_path / "drift-thin.png"), full_page=True)
     assert problems == []
