@@ -35,7 +35,7 @@ from bandit.errors import InvalidInputError
 from bandit.posterior import RewardKind, check_binary
 from bandit.stats import ArmStats
 
-__all__ = ["SequentialResult", "mixture_test", "msprt"]
+__all__ = ["SequentialResult", "default_tau", "mixture_test", "msprt"]
 
 # Standardized effect size used as the mixing scale when the caller gives none.
 _DEFAULT_EFFECT_SD = 0.1
@@ -127,9 +127,8 @@ def msprt(
         msg = f"The reward kind must be 'binary' or 'continuous', but {kind!r} was given."
         raise InvalidInputError(msg)
 
-    pooled = control + treatment
     if tau is None:
-        tau = _DEFAULT_EFFECT_SD * math.sqrt(var(pooled))
+        tau = default_tau(control + treatment, kind=kind)
     diff = treatment.mean - control.mean
     if control.n < minimum_n or treatment.n < minimum_n:
         return SequentialResult(
@@ -148,6 +147,17 @@ def msprt(
             _decide(previous_p_value, alpha),
         )
     return mixture_test(diff, v, tau=tau, alpha=alpha, previous_p_value=previous_p_value)
+
+
+def default_tau(pooled: ArmStats, *, kind: RewardKind) -> float:
+    r"""The mixing standard deviation taken when none is given: a standardized effect of 0.1.
+
+    0.1 times the pooled per-request standard deviation: :math:`\sqrt{\hat p(1-\hat p)}`
+    for binary rewards, the sample standard deviation for continuous ones; 0.0 without
+    information (fewer than two rewards, or no spread).
+    """
+    variance = pooled.mean * (1 - pooled.mean) if kind == "binary" else pooled.variance
+    return _DEFAULT_EFFECT_SD * math.sqrt(max(variance, 0.0))
 
 
 def mixture_test(

@@ -18,7 +18,7 @@ from bandit.corrections import holm
 from bandit.errors import InvalidInputError
 from bandit.frequentist import compare_to_control, mean_interval
 from bandit.ipw import ipw_estimate
-from bandit.sequential import msprt
+from bandit.sequential import default_tau, msprt
 from bandit.srm import srm_test
 from bandit.stats import ArmStats
 
@@ -179,11 +179,8 @@ def build_report(session: Session, experiment: Experiment, stats: LakeStats) -> 
     def adaptive_test(i: int) -> TestResult:
         assert adaptive is not None
         d = adaptive.differences[i]
-        # The mixing scale: a 0.1-sd effect, as bandit.sequential.msprt takes by default.
-        sd = math.sqrt(max(pooled.variance if pooled.n > 1 else 0.0, 0.0))
-        if kind == "binary" and pooled.n:
-            sd = math.sqrt(max(pooled.mean * (1 - pooled.mean), 0.0))
-        tau = 0.1 * sd if sd > 0 else 1.0
+        # The mixing scale msprt takes by default (1.0 when the rewards have no spread yet).
+        tau = default_tau(pooled, kind=kind) or 1.0
         seq = adaptive_msprt(d, tau=tau, alpha=ALPHA)
         return TestResult(
             method=ADAPTIVE_METHOD,
