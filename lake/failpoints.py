@@ -3,10 +3,10 @@
 The crash tests (``tests/api/test_crash_recovery.py``) start ``banditlake serve`` with
 ``BANDITLAKE_FAILPOINTS=name[@n],...``; the ``n``-th time (default: the first) the
 process reaches ``failpoint(name)`` it sends itself SIGKILL, exactly as a crash there
-would leave things. With ``BANDITLAKE_FAILPOINTS_MARK=path`` it first creates that file,
-so a test knows the point was reached even in a child process (the reallocator). With
-``BANDITLAKE_FAILPOINTS`` unset (always, in production) a failpoint is one test of an
-empty dict.
+would leave things. With ``BANDITLAKE_FAILPOINTS_MARK=path`` it first writes that file
+(whole, by rename), so a test knows the point was reached even in a child process (the
+reallocator). With ``BANDITLAKE_FAILPOINTS`` unset (always, in production) a failpoint
+is one test of an empty dict.
 
 Points: ``log.before_fsync`` (a durable-log batch written, not yet fsynced),
 ``log.before_release`` (rows published, their log segments not yet deleted),
@@ -56,6 +56,10 @@ def failpoint(name: str) -> None:
         if _HITS[name] >= armed[name]:
             mark = os.environ.get("BANDITLAKE_FAILPOINTS_MARK")
             if mark:
-                with open(mark, "a") as file:
+                # Written aside and renamed into place: a test that sees the mark exist
+                # reads it whole (an open-then-write was once read empty in between).
+                partial = f"{mark}.{os.getpid()}.tmp"
+                with open(partial, "w") as file:
                     file.write(f"{name} {os.getpid()}\n")
+                os.replace(partial, mark)
             os.kill(os.getpid(), signal.SIGKILL)
